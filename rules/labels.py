@@ -1,0 +1,48 @@
+"""The label vocabulary: a public contract that customers filter and allowlist on.
+
+A label means its fact was observed, whatever the decision. Add labels; never rename or reuse one.
+"""
+
+LABELS: dict[str, str] = {
+    "invalid_email": "The e-mail address is not deliverable by syntax (RFC 5321/5322 practicalities).",
+    "disposable_email": "The e-mail domain belongs to a disposable / throw-away mailbox service.",
+    "role_email": "The local part is a role account (info@, admin@, sales@ ...), not a person.",
+    "free_email": "The e-mail domain is a free consumer mail provider (gmail.com, yahoo.com ...).",
+    "gibberish_email": "The local part looks machine-generated (random letters and digits).",
+    "plus_address": "The address uses sub-addressing (name+tag@).",
+    "datacenter_ip": "The client IP belongs to a hosting / cloud provider, not an access network.",
+    "tor_exit": "The client IP is a Tor exit node.",
+    "anonymizing_relay": "The client IP is a privacy relay (iCloud Private Relay, Cloudflare WARP) "
+    "used by real browsers; informational.",
+    "private_ip": "The client IP is private, loopback or otherwise not publicly routable.",
+    "invalid_ip": "The client IP could not be parsed.",
+    "verified_crawler": "A search-engine crawler whose user agent and IP range both check out.",
+    "bot_user_agent": "The user agent declares a crawler, spider or monitoring bot.",
+    "automation_client": "The user agent is an HTTP library, script or headless browser.",
+    "missing_user_agent": "No user agent, or one too short or garbled to be a browser.",
+    "automation_detected": "The browser reported automation (navigator.webdriver and similar).",
+    "spam_content": "The text reads like spam: offers, prizes, pharma, SEO, crypto, loans.",
+    "link_spam": "The text carries many links, link markup (BBCode/HTML) or a high link density.",
+    "injection_attempt": "A field holds an SQL, script, template or command injection payload.",
+    "mixed_scripts": "A word mixes alphabets (e.g. Latin and Cyrillic look-alikes).",
+    "shouting": "Most letters are capitals.",
+    "repeated_text": "The same text is repeated many times.",
+    "honeypot_filled": "A hidden field that people never see was filled in.",
+    "too_fast": "The form was submitted faster than a person can fill it in.",
+    "token_missing": "No form token was sent where one was expected.",
+    "token_invalid": "The form token's signature or binding does not check out.",
+    "token_expired": "The form token is older than its lifetime.",
+    "token_replayed": "The form token was already used.",
+    "pow_solved": "The browser solved the proof-of-work step-up challenge.",
+    "velocity_ip": "Too many submissions from this IP in the window.",
+    "velocity_network": "Too many submissions from this /24 (IPv4) or /48 (IPv6) network.",
+    "velocity_email": "Too many submissions with this e-mail address in the window.",
+    "velocity_form": "Unusually many submissions to this form in the window.",
+    "country_blocked": "The IP's country is on the project's block list.",
+    "denylisted": "A project deny list matched (IP, e-mail or domain).",
+    "allowlisted": "A project allow list matched; the submission is allowed whatever its score.",
+    "custom_rule": "A project's own rule matched.",
+    "test_identity": "A documented test identity was used (see README, 'Test identities').",
+    "test": "The submission was marked isTest: scored normally, not charged.",
+    "degraded": "Scoring ran with reduced inputs (e.g. shared counters unavailable).",
+}
