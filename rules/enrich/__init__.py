@@ -1,0 +1,1 @@
+"""Enrichers turn raw submission input into facts: cheap, offline, data loaded once at start-up."""

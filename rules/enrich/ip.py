@@ -1,0 +1,186 @@
+"""IP facts: validity, private/bogon, country, hosting provider, Tor exit, privacy relay, crawler net.
+
+Sources, all offline and loaded once:
+- country: `iptocc` (RIR delegation data, maintained on PyPI);
+- network owner (ASN name): `geoip2fast`'s bundled ASN database; hosting is recognised from the
+  owner's name, so every cloud and VPS provider is covered, not only those that publish lists;
+- provider-published ranges (`activelead data update` fetches AWS, Google Cloud, Oracle, ...);
+- Tor exits and crawler networks: bundled snapshots (rules/data), refreshable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import iptocc
+
+from rules.datasets import DataFile, DataFileError, read_data_file
+from rules.enrich.ranges import RangeTable
+
+# Owners (ASN names) whose address space is hosting, cloud or VPS: traffic from there is a server,
+# a proxy or a VPN, not a person at home. Matched case-insensitively against the ASN name.
+_HOSTING_OWNERS: list[tuple[str, str]] = [
+    (r"amazon|aws", "aws"),
+    (r"google-cloud|google cloud", "google-cloud"),
+    (r"^google", "google"),
+    (r"microsoft", "microsoft"),
+    (r"digitalocean", "digitalocean"),
+    (r"\bovh", "ovh"),
+    (r"hetzner", "hetzner"),
+    (r"linode", "linode"),
+    (r"oracle", "oracle"),
+    (r"alibaba|aliyun|alicloud", "alibaba"),
+    (r"tencent", "tencent"),
+    (r"huawei cloud|huawei-cloud|huaweicloud", "huawei-cloud"),
+    (r"choopa|vultr", "vultr"),
+    (r"contabo", "contabo"),
+    (r"scaleway|online s\.a\.s", "scaleway"),
+    (r"leaseweb", "leaseweb"),
+    (r"m247", "m247"),
+    (r"hostinger", "hostinger"),
+    (r"ionos|1&1", "ionos"),
+    (r"quadranet", "quadranet"),
+    (r"colocrossing", "colocrossing"),
+    (r"hostwinds", "hostwinds"),
+    (r"psychz", "psychz"),
+    (r"datacamp|cdn77", "datacamp"),
+    (r"g-core|gcore", "gcore"),
+    (r"zenlayer", "zenlayer"),
+    (r"selectel", "selectel"),
+    (r"timeweb", "timeweb"),
+    (r"dreamhost", "dreamhost"),
+    (r"liquid ?web", "liquidweb"),
+    (r"rackspace", "rackspace"),
+    (r"softlayer|ibm", "ibm-cloud"),
+    (r"kamatera", "kamatera"),
+    (r"upcloud", "upcloud"),
+    (r"frantech|ponynet|buyvm", "frantech"),
+    (r"worldstream", "worldstream"),
+    (r"serverius", "serverius"),
+    (r"netcup", "netcup"),
+    (r"interserver", "interserver"),
+    (r"nforce", "nforce"),
+    (r"stark industries", "stark-industries"),
+    (r"aeza", "aeza"),
+    (r"hostkey", "hostkey"),
+    (r"hosting|hoster|\bvps\b|server|datacenter|data center|colo\b|cloud", "hosting"),
+]
+_HOSTING_RE = [(re.compile(p, re.IGNORECASE), name) for p, name in _HOSTING_OWNERS]
+
+# CDN networks whose only end-user traffic is privacy relays (iCloud Private Relay egress runs on
+# Akamai, Cloudflare and Fastly; Cloudflare WARP). Real browsers: informative, never "datacenter".
+_RELAY_OWNERS = [
+    (re.compile(r"^akamai(?!.*linode)", re.IGNORECASE), "akamai"),
+    (re.compile(r"cloudflare", re.IGNORECASE), "cloudflare"),
+    (re.compile(r"fastly", re.IGNORECASE), "fastly"),
+]
+
+# Which network owner may legitimately run which crawler (the "reverse DNS check" done offline).
+CRAWLER_OWNERS: dict[str, re.Pattern[str]] = {
+    "google": re.compile(r"^google", re.IGNORECASE),
+    "bing": re.compile(r"microsoft", re.IGNORECASE),
+    "apple": re.compile(r"apple", re.IGNORECASE),
+    "yandex": re.compile(r"yandex", re.IGNORECASE),
+    "baidu": re.compile(r"baidu", re.IGNORECASE),
+    "duckduckgo": re.compile(r"duckduckgo|microsoft", re.IGNORECASE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IpFacts:
+    valid: bool
+    version: int = 0
+    private: bool = False
+    country: str | None = None
+    owner: str = ""
+    provider: str | None = None
+    tor: bool = False
+    relay: str | None = None
+    crawler_net: str | None = None
+    network: str = ""
+
+
+class IpEnricher:
+    """Built once; `facts(ip)` is cached per address (bursts repeat the same IPs)."""
+
+    def __init__(self, cache_size: int = 65_536) -> None:
+        from geoip2fast import GeoIP2Fast  # loads ~0.4 s of ASN data; once per process
+
+        self._asn = GeoIP2Fast(geoip2fast_data_file="geoip2fast-asn-ipv6.dat.gz", verbose=False)
+        self.tor_file = read_data_file("tor_exits.txt")
+        self._tor = RangeTable((line, "tor") for line in self.tor_file.lines)
+        self.crawler_file = read_data_file("crawler_ranges.txt")
+        self._crawlers = RangeTable(
+            (cidr, name) for name, cidr in (line.split() for line in self.crawler_file.lines)
+        )
+        self.cloud_file: DataFile | None
+        try:
+            self.cloud_file = read_data_file("cloud_ranges.txt")
+            self._cloud = RangeTable(
+                (cidr, name) for name, cidr in (ln.split() for ln in self.cloud_file.lines)
+            )
+        except DataFileError:  # optional: only present after `activelead data update`
+            self.cloud_file = None
+            self._cloud = RangeTable()
+        self.facts = lru_cache(maxsize=cache_size)(self._facts)
+
+    def _owner(self, ip: str) -> str:
+        try:
+            return str(self._asn.lookup(ip).asn_name or "")
+        except Exception:  # the library raises plain Exceptions on odd input; an owner is optional
+            return ""
+
+    def _facts(self, raw: str) -> IpFacts:
+        text = raw.strip().strip("[]")
+        if "%" in text:  # IPv6 zone ids never reach a public form
+            return IpFacts(valid=False)
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            return IpFacts(valid=False)
+        if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
+            addr = addr.ipv4_mapped  # type: ignore[union-attr]
+        as_int = int(addr)
+        network = (
+            str(ipaddress.ip_network(f"{addr}/24", strict=False))
+            if addr.version == 4
+            else str(ipaddress.ip_network(f"{addr}/48", strict=False))
+        )
+        if not addr.is_global:
+            return IpFacts(valid=True, version=addr.version, private=True, network=network)
+        text = str(addr)
+        owner = self._owner(text)
+        crawler_net = self._crawlers.lookup(addr.version, as_int)
+        tor = self._tor.lookup(addr.version, as_int) is not None
+        relay = next((name for rx, name in _RELAY_OWNERS if rx.search(owner)), None)
+        provider = self._cloud.lookup(addr.version, as_int)
+        if provider is None and relay is None:
+            provider = next((name for rx, name in _HOSTING_RE if rx.search(owner)), None)
+        return IpFacts(
+            valid=True,
+            version=addr.version,
+            country=iptocc.country_code(text),
+            owner=owner,
+            provider=provider,
+            tor=tor,
+            relay=relay,
+            crawler_net=crawler_net,
+            network=network,
+        )
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = [
+            {"name": "ip-country", "source": "iptocc (PyPI)", "date": "package", "size": None},
+            {"name": "ip-owner (ASN)", "source": "geoip2fast asn database (PyPI)",
+             "date": "package", "size": None},
+        ]
+        for f, size in ((self.tor_file, self._tor.size), (self.crawler_file, self._crawlers.size),
+                        (self.cloud_file, self._cloud.size)):
+            if f is not None:
+                out.append({"name": f.name, "source": f.source, "date": f.date, "size": size,
+                            "path": str(f.path)})
+        return out
