@@ -14,6 +14,16 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "data"
 MAX_DATA_BYTES = 64 * 1024 * 1024
 
 
+def package_version(name: str) -> str:
+    """The installed version of a data package, shown where a file would show its date."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "v" + version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+
 def override_dir() -> Path:
     """Where refreshed data files go (ACTIVELEAD_DATA_DIR, default ./var/data)."""
     return Path(os.environ.get("ACTIVELEAD_DATA_DIR", "var/data"))

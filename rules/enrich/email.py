@@ -18,6 +18,13 @@ from email_validator import EmailNotValidError, validate_email
 from rules.datasets import read_data_file
 
 _VOWELS = set("aeiouy")
+# Fast path for the common case (ASCII dot-atom local part, LDH domain): RFC 5321 limits checked
+# here; anything else (quoted, IDN, SMTPUTF8) goes through email-validator.
+_ASCII_ADDRESS = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@"
+    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}))"
+)
 _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5,}")
 _DIGIT_LETTER_SWITCHES = re.compile(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])")
 
@@ -75,6 +82,9 @@ class EmailEnricher:
         text = raw.strip()
         if not text:
             return EmailFacts(present=False)
+        fast = _ASCII_ADDRESS.fullmatch(text) if text.isascii() else None
+        if fast and len(fast["local"]) <= 64 and len(text) <= 254:
+            return self._classify(fast["local"], fast["domain"].lower(), text.lower())
         try:
             checked = validate_email(
                 text, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False
@@ -82,8 +92,10 @@ class EmailEnricher:
         except EmailNotValidError:
             local, _, domain = text.rpartition("@")
             return EmailFacts(present=True, valid=False, local=local[:64], domain=domain.lower())
-        local = checked.local_part
         domain = (checked.ascii_domain or checked.domain).lower()
+        return self._classify(checked.local_part, domain, checked.normalized.lower())
+
+    def _classify(self, local: str, domain: str, normalized: str) -> EmailFacts:
         base_local = local.split("+", 1)[0].lower()
         return EmailFacts(
             present=True,
@@ -96,7 +108,7 @@ class EmailEnricher:
             or base_local in self._roles,
             plus="+" in local,
             gibberish=looks_gibberish(base_local),
-            normalized=checked.normalized.lower(),
+            normalized=normalized,
         )
 
     def sizes(self) -> dict[str, int]:

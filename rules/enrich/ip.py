@@ -18,7 +18,7 @@ from typing import Any
 
 import iptocc
 
-from rules.datasets import DataFile, DataFileError, read_data_file
+from rules.datasets import DataFile, DataFileError, package_version, read_data_file
 from rules.enrich.ranges import RangeTable
 
 # Owners (ASN names) whose address space is hosting, cloud or VPS: traffic from there is a server,
@@ -90,6 +90,19 @@ CRAWLER_OWNERS: dict[str, re.Pattern[str]] = {
 }
 
 
+# Special-purpose (non-global) space, IANA registries; one table lookup instead of ipaddress'
+# is_global, which walks a dozen networks per call.
+_NON_GLOBAL = [
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/127", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "fc00::/7",
+    "fe80::/10", "ff00::/8",
+]
+_V4_NET_MASK = (1 << 32) - (1 << 8)  # /24
+_V6_NET_MASK = (1 << 128) - (1 << 80)  # /48
+
+
 @dataclass(frozen=True, slots=True)
 class IpFacts:
     valid: bool
@@ -126,7 +139,19 @@ class IpEnricher:
         except DataFileError:  # optional: only present after `activelead data update`
             self.cloud_file = None
             self._cloud = RangeTable()
+        self._bogons = RangeTable((cidr, "bogon") for cidr in _NON_GLOBAL)
+        self._provider_by_owner: dict[str, str | None] = {}
         self.facts = lru_cache(maxsize=cache_size)(self._facts)
+
+    def _hosting(self, owner: str) -> str | None:
+        # Few distinct owners recur across millions of IPs: run the name patterns once per owner.
+        if owner not in self._provider_by_owner:
+            if len(self._provider_by_owner) > 100_000:
+                self._provider_by_owner.clear()
+            self._provider_by_owner[owner] = next(
+                (name for rx, name in _HOSTING_RE if rx.search(owner)), None
+            ) if owner else None
+        return self._provider_by_owner[owner]
 
     def _owner(self, ip: str) -> str:
         try:
@@ -145,12 +170,11 @@ class IpEnricher:
         if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
             addr = addr.ipv4_mapped  # type: ignore[union-attr]
         as_int = int(addr)
-        network = (
-            str(ipaddress.ip_network(f"{addr}/24", strict=False))
-            if addr.version == 4
-            else str(ipaddress.ip_network(f"{addr}/48", strict=False))
-        )
-        if not addr.is_global:
+        if addr.version == 4:
+            network = f"{ipaddress.IPv4Address(as_int & _V4_NET_MASK)}/24"
+        else:
+            network = f"{ipaddress.IPv6Address(as_int & _V6_NET_MASK)}/48"
+        if self._bogons.lookup(addr.version, as_int) is not None:
             return IpFacts(valid=True, version=addr.version, private=True, network=network)
         text = str(addr)
         owner = self._owner(text)
@@ -159,7 +183,7 @@ class IpEnricher:
         relay = next((name for rx, name in _RELAY_OWNERS if rx.search(owner)), None)
         provider = self._cloud.lookup(addr.version, as_int)
         if provider is None and relay is None:
-            provider = next((name for rx, name in _HOSTING_RE if rx.search(owner)), None)
+            provider = self._hosting(owner)
         return IpFacts(
             valid=True,
             version=addr.version,
@@ -174,9 +198,9 @@ class IpEnricher:
 
     def describe(self) -> list[dict[str, Any]]:
         out = [
-            {"name": "ip-country", "source": "iptocc (PyPI)", "date": "package", "size": None},
+            {"name": "ip-country", "source": "iptocc (PyPI)", "date": package_version("iptocc"), "size": None},
             {"name": "ip-owner (ASN)", "source": "geoip2fast asn database (PyPI)",
-             "date": "package", "size": None},
+             "date": package_version("geoip2fast"), "size": None},
         ]
         for f, size in ((self.tor_file, self._tor.size), (self.crawler_file, self._crawlers.size),
                         (self.cloud_file, self._cloud.size)):

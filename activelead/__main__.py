@@ -1,0 +1,3 @@
+from activelead.cli import main
+
+raise SystemExit(main())
