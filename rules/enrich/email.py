@@ -93,6 +93,10 @@ class EmailEnricher:
             local, _, domain = text.rpartition("@")
             return EmailFacts(present=True, valid=False, local=local[:64], domain=domain.lower())
         domain = (checked.ascii_domain or checked.domain).lower()
+        if len(checked.local_part.encode("utf-8")) > 64 or len(checked.normalized) > 254:
+            # RFC 5321 4.5.3.1 limits, which email-validator leaves to the mail server
+            return EmailFacts(present=True, valid=False, local=checked.local_part[:64],
+                              domain=domain)
         return self._classify(checked.local_part, domain, checked.normalized.lower())
 
     def _classify(self, local: str, domain: str, normalized: str) -> EmailFacts:

@@ -180,10 +180,13 @@ class IpEnricher:
         owner = self._owner(text)
         crawler_net = self._crawlers.lookup(addr.version, as_int)
         tor = self._tor.lookup(addr.version, as_int) is not None
-        relay = next((name for rx, name in _RELAY_OWNERS if rx.search(owner)), None)
+        # Provider-published ranges are authoritative; otherwise classify by network owner.
         provider = self._cloud.lookup(addr.version, as_int)
-        if provider is None and relay is None:
-            provider = self._hosting(owner)
+        relay = None
+        if provider is None:
+            relay = next((name for rx, name in _RELAY_OWNERS if rx.search(owner)), None)
+            if relay is None:
+                provider = self._hosting(owner)
         return IpFacts(
             valid=True,
             version=addr.version,

@@ -100,7 +100,7 @@ class UserAgentEnricher:
             garbled = True  # neither a browser, nor a named tool, nor a crawler
         return UaFacts(
             present=True,
-            missing=garbled,
+            missing=garbled and not automation and not crawler,
             crawler=crawler and not automation,
             crawler_family=family,
             automation=automation,

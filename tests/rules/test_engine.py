@@ -1,0 +1,95 @@
+"""The decision step, test identities, flags and the verdict's JSON contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules import Engine, ScoringConfig, Thresholds
+from rules.engine import TEST_ALLOW_EMAIL, TEST_BLOCK_EMAIL, TEST_BLOCK_UA
+from tests.rules.conftest import make_submission
+
+
+def test_human_is_allowed_with_zero_score(engine: Engine) -> None:
+    verdict = engine.score(make_submission())
+    assert (verdict.decision, verdict.score, verdict.hits) == ("allowed", 0, [])
+    assert verdict.country_hint == "GB"
+    assert verdict.trace_id.startswith("tr_") and len(verdict.trace_id) == 27
+
+
+def test_score_is_the_sum_of_hit_weights_capped_at_100(engine: Engine) -> None:
+    verdict = engine.score(make_submission(ip="3.5.140.2", userAgent="curl/8.5.0"))
+    assert verdict.score == sum(h.weight for h in verdict.hits) == 75
+    assert verdict.decision == "blocked"
+    heavy = engine.score(make_submission(email="xkq7zpw9bv3t@mailinator.com", ip="185.220.101.1",
+                                         userAgent="curl/8.0", signals={"honeypotFilled": True}))
+    assert heavy.score == 100 and sum(h.weight for h in heavy.hits) > 100
+
+
+@pytest.mark.parametrize(
+    ("score_parts", "thresholds", "decision"),
+    [
+        ({"ip": "3.5.140.2"}, Thresholds(block=70, review=40), "allowed"),  # datacenter alone: 30
+        ({"ip": "3.5.140.2"}, Thresholds(block=70, review=30), "review"),
+        ({"ip": "3.5.140.2"}, Thresholds(block=30, review=20), "blocked"),
+    ],
+)
+def test_thresholds_decide(engine: Engine, score_parts, thresholds, decision) -> None:
+    assert engine.score(make_submission(**score_parts), thresholds=thresholds).decision == decision
+
+
+def test_datacenter_alone_never_blocks_a_person(engine: Engine) -> None:
+    for ip in ("3.5.140.2", "159.89.1.1", "34.102.136.180"):
+        assert engine.score(make_submission(ip=ip)).decision == "allowed"
+
+
+def test_test_identities(engine: Engine) -> None:
+    blocked = engine.score(make_submission(email=TEST_BLOCK_EMAIL))
+    assert (blocked.decision, blocked.score) == ("blocked", 100)
+    assert engine.score(make_submission(userAgent=TEST_BLOCK_UA)).decision == "blocked"
+    allowed = engine.score(make_submission(email=TEST_ALLOW_EMAIL, userAgent="curl/8",
+                                           ip="185.220.101.1"))
+    assert allowed.decision == "allowed" and allowed.score > 70  # allow effect wins, score kept
+    assert "test_identity" in allowed.labels
+
+
+def test_is_test_and_degraded_labels(engine: Engine) -> None:
+    verdict = engine.score(make_submission(isTest=True), degraded=True)
+    assert verdict.labels[-2:] == ["test", "degraded"]
+    assert verdict.degraded and verdict.is_test
+
+
+def test_allowlist_overrides_and_denylist_blocks(engine: Engine) -> None:
+    lists = engine.with_config(ScoringConfig.model_validate({"lists": {
+        "allow_ips": ["3.5.0.0/16"], "deny_emails": ["Bad@Example.org"]}}))
+    assert lists.score(make_submission(ip="3.5.140.2", userAgent="curl/8")).decision == "allowed"
+    assert lists.score(make_submission(email="bad@example.org")).decision == "blocked"
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"lists": {"allow_ips": ["10.0.0.0/33"]}}, "scoring.lists.allow_ips.0"),
+        ({"lists": {"block_countries": ["Germany"]}}, "scoring.lists.block_countries.0"),
+    ],
+)
+def test_bad_lists_name_the_key(engine: Engine, config, key) -> None:
+    from rules import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        engine.with_config(ScoringConfig.model_validate(config), "activelead.yaml")
+    assert err.value.key == key
+
+
+def test_verdict_json_shape(engine: Engine) -> None:
+    data = engine.score(make_submission(email="x@mailinator.com")).to_json()
+    assert set(data) == {"traceId", "score", "decision", "labels", "hits", "countryHint",
+                         "degraded", "elapsedUs", "isTest"}
+    assert data["hits"] == [{"ruleId": "100110", "title": "Disposable e-mail domain",
+                             "weight": 50, "labels": ["disposable_email"]}]
+    assert isinstance(data["elapsedUs"], int) and data["elapsedUs"] >= 0
+
+
+def test_hostile_field_content_scores_without_error(engine: Engine) -> None:
+    nasty = "(a+)+$" * 2000 + "\x00\ud800" + "Ǆ" * 5000
+    verdict = engine.score(make_submission(fields={"message": nasty[:60000]}))
+    assert verdict.decision in {"allowed", "review", "blocked"}
