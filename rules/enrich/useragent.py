@@ -32,7 +32,15 @@ _AUTOMATION = re.compile(
     re.IGNORECASE,
 )
 _HEADLESS = re.compile(r"headless|phantomjs|slimerjs|puppeteer|playwright", re.IGNORECASE)
-_BROWSER_SHAPE = re.compile(r"^Mozilla/5\.0 \(|^Opera/|^[A-Za-z][\w.\-]*/[\d.]+")
+# Anything with a product/version token or a parenthesised platform is shaped like a client.
+_BROWSER_SHAPE = re.compile(r"[A-Za-z][\w.\-]*/\d|\([^)]*;")
+# Generic self-descriptions of bots that no list can enumerate (the isbot approach); phone brands
+# that end in "bot" (Cubot) are excluded.
+_GENERIC_BOT = re.compile(
+    r"(?<!cu)(?:[a-z]bot|spider|crawler|scraper)(?:[\s/\-;_),.]|$)|\w+agent/\d|"
+    r"\bagent \d|newsgator|feedfetcher|\bholmes/|\bheadless\b",
+    re.IGNORECASE,
+)
 
 # Crawler families whose network can be checked (see ip.CRAWLER_OWNERS).
 _FAMILIES = [
@@ -78,7 +86,7 @@ class UserAgentEnricher:
         self.facts = lru_cache(maxsize=cache_size)(self._facts)
 
     def _is_crawler(self, ua: str) -> bool:
-        if self._set.Match(ua):
+        if self._set.Match(ua) or _GENERIC_BOT.search(ua):
             return True
         return any(p.search(ua) for p in self._fallback)
 
