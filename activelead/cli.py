@@ -60,8 +60,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         with open(args.file, encoding="utf-8", errors="replace") as fh:
             failures = score_lines(engine, fh, sys.stdout)
     else:
-        stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
-        failures = score_lines(engine, stdin, sys.stdout)
+        with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as stdin:
+            failures = score_lines(engine, stdin, sys.stdout)
     if failures:
         print(f"activelead score: {failures} line(s) could not be scored", file=sys.stderr)
     return 1 if failures else 0
@@ -97,7 +97,7 @@ def lint_rules() -> list[str]:
             continue
         if not path.name.startswith(f"{rule.id}-"):
             problems.append(f"{path}: id {rule.id} does not match the file name")
-        if not path.parent.name[:1] == rule.id[:1]:
+        if path.parent.name[:1] != rule.id[:1]:
             problems.append(f"{path}: id {rule.id} is not in its pack's number range")
         if rule.id in seen:
             problems.append(f"{path}: id {rule.id} also used by {seen[rule.id]}")

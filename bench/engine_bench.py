@@ -10,6 +10,7 @@ the worst case) and a realistic mix where visitors repeat.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import resource
@@ -74,10 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=20_000)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {0})  # one core, as the target says
-    except (AttributeError, OSError):
-        pass
     started = time.perf_counter()
     from rules import Engine
 

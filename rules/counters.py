@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 log = logging.getLogger("activelead.counters")
@@ -45,11 +45,11 @@ def _sliding(now: float, window: int, current: int, previous: int) -> float:
 class MemoryCounters:
     """Process-local counters; bounded so a flood of distinct keys cannot exhaust memory."""
 
-    def __init__(self, max_keys: int = 200_000, clock: type[time] | None = None) -> None:
+    def __init__(self, max_keys: int = 200_000, clock: Callable[[], float] = time.time) -> None:
         self._buckets: dict[tuple[str, int, int], int] = {}
         self._seen: dict[str, float] = {}
         self._max_keys = max_keys
-        self._time = (clock or time).time
+        self._time = clock
 
     @property
     def degraded(self) -> bool:
@@ -168,8 +168,8 @@ class RedisCounters:
         for keys, future in batch:
             counts = []
             for _, window in keys:
-                cur, prev = int(replies[i]), int(replies[i + 2] or 0)
-                counts.append(_sliding(now, window, cur, prev))
+                current, previous = int(replies[i]), int(replies[i + 2] or 0)
+                counts.append(_sliding(now, window, current, previous))
                 i += 3
             if not future.done():
                 future.set_result(counts)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from rules.datasets import package_version
 from rules.config import ConfigError, ScoringConfig, Thresholds
+from rules.datasets import package_version
 from rules.enrich.content import ContentEnricher
 from rules.enrich.email import EmailEnricher
 from rules.enrich.ip import CRAWLER_OWNERS, IpEnricher

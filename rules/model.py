@@ -31,7 +31,7 @@ _STRING_KEYS = {
     "token": "token",
 }
 _KNOWN_KEYS = {*_STRING_KEYS, "fields", "headers", "metadata", "signals", "isTest"}
-_SIGNAL_KEYS = {
+_SIGNAL_KEYS: dict[str, type | tuple[type, ...]] = {
     "tokenState": str,
     "elapsedMs": (int, float),
     "honeypotFilled": bool,
@@ -39,6 +39,8 @@ _SIGNAL_KEYS = {
     "automation": bool,
     "behaviour": dict,
 }
+_SIGNAL_ATTRS = {"tokenState": "token_state", "elapsedMs": "elapsed_ms",
+                 "honeypotFilled": "honeypot_filled", "powSolved": "pow_solved"}
 TOKEN_STATES = frozenset({"valid", "missing", "invalid", "expired", "replayed"})
 
 
@@ -189,22 +191,21 @@ def _signals(raw: object, errors: dict[str, str]) -> Signals:
     if not isinstance(raw, dict):
         errors["signals"] = "must be an object"
         return signals
-    for key, value in raw.items():
-        kind = _SIGNAL_KEYS.get(key)
+    for raw_key, value in raw.items():
+        key = str(raw_key)
+        kind: type | tuple[type, ...] | None = _SIGNAL_KEYS.get(key)
         if kind is None:
             errors[f"signals.{key}"] = "unknown key"
         elif value is None:
             continue
-        elif isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        elif (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             errors[f"signals.{key}"] = "wrong type"
         elif key == "tokenState" and value not in TOKEN_STATES:
             errors["signals.tokenState"] = f"must be one of {sorted(TOKEN_STATES)}"
-        elif key == "elapsedMs" and value < 0:
+        elif key == "elapsedMs" and isinstance(value, int | float) and value < 0:
             errors["signals.elapsedMs"] = "must not be negative"
         else:
-            attr = {"tokenState": "token_state", "elapsedMs": "elapsed_ms",
-                    "honeypotFilled": "honeypot_filled", "powSolved": "pow_solved"}.get(key, key)
-            setattr(signals, attr, value)
+            setattr(signals, _SIGNAL_ATTRS.get(key, key), value)
     return signals
 
 

@@ -195,11 +195,14 @@ def _compile_op(op: str, value: Any, get: Callable[[Facts], Any], key: str) -> P
         if not isinstance(value, list) or len(value) > 10_000:
             raise CompileError(key, "must be a list (at most 10,000 items)")
         members = frozenset(v.lower() if isinstance(v, str) else v for v in value)
-        return lambda f: (
-            (v.lower() if isinstance(v := get(f), str) else v) in members
-            if v is not None and not isinstance(v, list)
-            else False
-        )
+
+        def member(f: Facts) -> bool:
+            v = get(f)
+            if isinstance(v, str):
+                return v.lower() in members
+            return v is not None and not isinstance(v, list | dict) and v in members
+
+        return member
     if op in ("gte", "gt", "lte", "lt"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CompileError(key, "must be a number")

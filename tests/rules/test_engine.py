@@ -93,3 +93,12 @@ def test_hostile_field_content_scores_without_error(engine: Engine) -> None:
     nasty = "(a+)+$" * 2000 + "\x00\ud800" + "Ǆ" * 5000
     verdict = engine.score(make_submission(fields={"message": nasty[:60000]}))
     assert verdict.decision in {"allowed", "review", "blocked"}
+
+
+def test_in_operator_matches_case_insensitively(engine: Engine) -> None:
+    config = ScoringConfig.model_validate({"custom_rules": [{
+        "id": "C2", "title": "Blocked domains", "weight": 80,
+        "match": {"fact": "email.domain", "in": ["Spam.Example", "junk.example"]}}]})
+    custom = engine.with_config(config)
+    assert custom.score(make_submission(email="a@spam.example")).decision == "blocked"
+    assert custom.score(make_submission(email="a@ok.example")).decision == "allowed"

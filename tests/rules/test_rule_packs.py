@@ -34,11 +34,14 @@ def test_every_rule_has_hit_and_miss_and_known_labels() -> None:
 
 
 def test_contract_labels_exist() -> None:
-    required = """invalid_email disposable_email role_email free_email datacenter_ip tor_exit
-    anonymizing_relay private_ip verified_crawler bot_user_agent automation_client
-    missing_user_agent spam_content link_spam injection_attempt honeypot_filled too_fast
-    token_missing token_invalid token_expired token_replayed velocity_ip velocity_email
-    country_blocked test degraded""".split()
+    required = [
+        "invalid_email", "disposable_email", "role_email", "free_email", "datacenter_ip",
+        "tor_exit", "anonymizing_relay", "private_ip", "verified_crawler", "bot_user_agent",
+        "automation_client", "missing_user_agent", "spam_content", "link_spam",
+        "injection_attempt", "honeypot_filled", "too_fast", "token_missing", "token_invalid",
+        "token_expired", "token_replayed", "velocity_ip", "velocity_email", "country_blocked",
+        "test", "degraded",
+    ]
     assert set(required) <= set(LABELS)
     produced = {label for rule in _BUILTIN for label in rule.labels} | {"test", "degraded"}
     assert set(required) <= produced
