@@ -103,7 +103,7 @@ _V4_NET_MASK = (1 << 32) - (1 << 8)  # /24
 _V6_NET_MASK = (1 << 128) - (1 << 80)  # /48
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen __init__ costs ~5 us per object
 class IpFacts:
     valid: bool
     version: int = 0
