@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rules.config import ConfigError, load_yaml, parse_scoring
+from rules.datasets import DataFileError
 
 DEFAULT_CONFIG = "activelead.yaml"
 
@@ -237,6 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, DataFileError) as exc:
         print(f"activelead: {exc}", file=sys.stderr)
         return 2

@@ -131,3 +131,18 @@ def test_data_update_from_local_publisher(tmp_path: Path, publisher: str) -> Non
     assert "tor_exit" in json.loads(scored.stdout)["labels"]
     scored = run("score", stdin=json.dumps({"ip": "1.1.5.5"}), env=env)
     assert "datacenter_ip" in json.loads(scored.stdout)["labels"]
+
+
+def test_corrupt_data_file_fails_loudly_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "tor_exits.txt").write_text("# date: x\n1.2.3.4\nnot-an-ip\n")
+    env = {"ACTIVELEAD_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = run("score", stdin="{}", env=env)
+    assert result.returncode == 2
+    assert f"{tmp_path}/tor_exits.txt: entry 2 'not-an-ip'" in result.stderr.decode()
+
+
+def test_oversized_config_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "activelead.yaml"
+    config.write_text("# " + "x" * (5 * 1024 * 1024))
+    result = run("score", "--config", str(config), stdin="")
+    assert result.returncode == 2 and b"over 4194304" in result.stderr

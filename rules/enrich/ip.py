@@ -117,6 +117,22 @@ class IpFacts:
     network: str = ""
 
 
+def _table(data: DataFile, *, named: bool) -> RangeTable:
+    """Build a range table from "<cidr>" or "<name> <cidr>" lines; a bad line names file and line."""
+    rows: list[tuple[str, str]] = []
+    for number, line in enumerate(data.lines, start=1):
+        parts = line.split()
+        try:
+            name, cidr = (parts[0], parts[1]) if named else ("x", parts[0])
+            if len(parts) != (2 if named else 1):
+                raise ValueError("wrong number of columns")
+            ipaddress.ip_network(cidr, strict=False)
+        except (ValueError, IndexError) as exc:
+            raise DataFileError(f"{data.path}: entry {number} {line!r}: {exc}") from exc
+        rows.append((cidr, name))
+    return RangeTable(rows)
+
+
 class IpEnricher:
     """Built once; `facts(ip)` is cached per address (bursts repeat the same IPs)."""
 
@@ -125,20 +141,15 @@ class IpEnricher:
 
         self._asn = GeoIP2Fast(geoip2fast_data_file="geoip2fast-asn-ipv6.dat.gz", verbose=False)
         self.tor_file = read_data_file("tor_exits.txt")
-        self._tor = RangeTable((line, "tor") for line in self.tor_file.lines)
+        self._tor = _table(self.tor_file, named=False)
         self.crawler_file = read_data_file("crawler_ranges.txt")
-        self._crawlers = RangeTable(
-            (cidr, name) for name, cidr in (line.split() for line in self.crawler_file.lines)
-        )
+        self._crawlers = _table(self.crawler_file, named=True)
         self.cloud_file: DataFile | None
         try:
             self.cloud_file = read_data_file("cloud_ranges.txt")
-            self._cloud = RangeTable(
-                (cidr, name) for name, cidr in (ln.split() for ln in self.cloud_file.lines)
-            )
         except DataFileError:  # optional: only present after `activelead data update`
             self.cloud_file = None
-            self._cloud = RangeTable()
+        self._cloud = _table(self.cloud_file, named=True) if self.cloud_file else RangeTable()
         self._bogons = RangeTable((cidr, "bogon") for cidr in _NON_GLOBAL)
         self._provider_by_owner: dict[str, str | None] = {}
         self.facts = lru_cache(maxsize=cache_size)(self._facts)
