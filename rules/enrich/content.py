@@ -31,7 +31,9 @@ _HTML_TAG = re.compile(r"</?[a-z][a-z0-9]*(?:\s[^<>]*)?>", re.IGNORECASE)
 
 # Payloads people (and scanners) type into form fields. Grouped by kind for the explanation.
 _INJECTION: list[tuple[str, str]] = [
-    ("sql", r"(?i)'\s*(?:or|and|\|\||&&)\s*(?:'?\w*'?\s*(?:=|like|<|>)|\d|true|not\b)"),
+    ("sql", r"(?i)['\"]\s*(?:or|and|\|\||&&)\s*(?:['\"]?\w*['\"]?\s*(?:=|like|<|>|[-*&^|])|\d|true|not\b)"),
+    ("sql", r"(?i)['\"]\)+\s*(?:or|and)\s*\(+\s*['\"]|(?:^|\s)or\s+(?:true|false|\d)\s*(?:--|#|/\*)|/\*!\d*|['\"]\s*/\*"),
+    ("sql", r"(?i)\b(?:admin|root|user)['\"]\)?\s*(?:--|#|/\*|or\b)"),
     ("sql", r"(?i)\b(?:or|and)\s+\d+\s*=\s*\d+"),
     ("sql", r"(?i)\bunion\b(?:\s|/\*.*?\*/|%20|\+)+(?:all\s+|distinct\s+)?select\b"),
     ("sql", r"(?i)\bselect\b.{1,80}\bfrom\b.{1,80}\b(?:where|information_schema|dual)\b"),
@@ -49,6 +51,8 @@ _INJECTION: list[tuple[str, str]] = [
     ("nosql", r"(?i)[\[{\"']\s*\$(?:ne|gt|gte|lt|lte|regex|where|exists|nin|in|or|and|not|elemmatch|expr|function)\b"),
     ("nosql", r"(?i)\[\s*\$\w+\s*\]|\|\|\s*'?1'?\s*==\s*'?1|;\s*return\s+(?:true|1)\b|\bthis\.\w+\s*(?:==|!=|\.match)|db\.\w+\.(?:find|drop|insert|remove)"),
     ("nosql", r"(?i)'\s*&&\s*this\.|\btrue\s*,\s*\$where\b|\bsleep\s*\(\s*\d+\s*\)"),
+    ("nosql", r"(?i)\$(?:where|comment|function|accumulator)\s*:|;\s*return\s*\(?\s*(?:true|1)\b|\bwhile\s*\([^)]*\)\s*;|this\.\w+\.match\s*\("),
+    ("xss", r"(?i)<[a-z][\w:-]*(?:[\s/\"']|%0[9acd]|%20)[^>]*?(?:\bon|%6f%6e|o%6e|%6fn)[a-z%0-9]*\s*="),
     ("template", r"\{\{.{1,80}\}\}|\$\{.{1,80}\}|<%.{1,80}%>|#\{.{1,80}\}|\{%.{1,80}%\}"),
     ("command", r"(?i)(?:;|\|\|?|&&|`|\$\()\s*(?:cat|ls|id|whoami|uname|wget|curl|nc|ncat|bash|sh|ping|nslookup|sleep|echo|rm|chmod|python|perl|php)\b"),
     ("path", r"(?i)(?:\.\./){2,}|(?:\.\.\\){2,}|/etc/(?:passwd|shadow|hosts)|c:\\windows\\|%2e%2e%2f|\x00"),
