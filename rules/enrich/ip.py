@@ -164,11 +164,16 @@ class IpEnricher:
             ) if owner else None
         return self._provider_by_owner[owner]
 
-    def _owner(self, ip: str) -> str:
+    def _owner(self, ip: str, as_int: int) -> str:
         try:
-            return str(self._asn.lookup(ip).asn_name or "")
-        except Exception:  # the library raises plain Exceptions on odd input; an owner is optional
-            return ""
+            # The integer lookup skips re-parsing the address and building a result object
+            # (6 us instead of 14); it is internal to geoip2fast, so fall back to the public one.
+            return str(self._asn._asn_lookup(as_int)[0] or "")
+        except Exception:
+            try:
+                return str(self._asn.lookup(ip).asn_name or "")
+            except Exception:  # odd input raises plain Exceptions; an owner is optional
+                return ""
 
     def _facts(self, raw: str) -> IpFacts:
         text = raw.strip().strip("[]")
@@ -188,7 +193,7 @@ class IpEnricher:
         if self._bogons.lookup(addr.version, as_int) is not None:
             return IpFacts(valid=True, version=addr.version, private=True, network=network)
         text = str(addr)
-        owner = self._owner(text)
+        owner = self._owner(text, as_int)
         crawler_net = self._crawlers.lookup(addr.version, as_int)
         tor = self._tor.lookup(addr.version, as_int) is not None
         # Provider-published ranges are authoritative; otherwise classify by network owner.

@@ -1,0 +1,192 @@
+"""Benchmark: control API ingest throughput and latency against a bare-aiohttp baseline, and
+edge batch ingestion of 100k events. Prints figures; not part of the test suite.
+
+    .venv/bin/python bench/control_api_bench.py [--duration 10] [--concurrency 32]
+
+Both servers run as their own processes on 127.0.0.1 (one core each at most, like the target
+"2 cores" box: server + load generator); the baseline answers the same verdict JSON from a
+plain aiohttp handler, so the difference is the cost of auth, scoring, credits and storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BODY = {
+    "email": "jane.doe@example.org",
+    "ip": "81.2.69.160",
+    "userAgent": "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0",
+    "formId": "contact",
+    "fields": {"name": "Jane", "message": "Hello, could you send me a quote for 20 units?"},
+}
+VERDICT = {"traceId": "tr_0123456789abcdef01234567", "score": 0, "decision": "allowed",
+           "labels": [], "hits": [], "countryHint": "GB", "degraded": False, "elapsedUs": 80,
+           "isTest": False}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+def serve_baseline(port: int) -> None:
+    from aiohttp import web
+
+    text = json.dumps(VERDICT)
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.json()
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/ingest", handle)
+    # Same event loop as the control API (uvloop) so the comparison is like for like; the
+    # baseline has no access log, so the control API's includes that cost.
+    import uvloop
+
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                loop=uvloop.new_event_loop())
+
+
+async def load(url: str, headers: dict[str, str], duration: float, concurrency: int,
+               body: dict[str, Any]) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    payload = json.dumps(body).encode()
+    hdrs = {**headers, "Content-Type": "application/json"}
+    stop = time.perf_counter() + duration
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                async with s.post(url, data=payload, headers=hdrs) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": q[49] * 1000,
+            "p99_ms": q[98] * 1000, "errors": errors}
+
+
+async def edge_batches(base: str, token: str, total: int, per_batch: int) -> float:
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as s:
+        sem = asyncio.Semaphore(4)
+
+        async def send(b: int) -> None:
+            events = [{
+                "traceId": f"tr_bench_{b:05d}_{i:05d}", "siteId": "s", "formId": "contact",
+                "leadId": f"l{i}", "receivedAt": "2026-11-20T10:00:00Z", "mode": "enforce",
+                "action": "forwarded", "ip": "81.2.69.160", "email": f"u{i}@example.org",
+                "userAgent": "Mozilla/5.0", "pageUrl": "https://shop.example/contact",
+                "verdict": {**VERDICT, "traceId": f"tr_bench_{b:05d}_{i:05d}"}, "isTest": False,
+            } for i in range(per_batch)]
+            async with sem, s.post(f"{base}/v1/edge/events",
+                                   json={"batchId": f"b{b}", "events": events},
+                                   headers={**headers, "Idempotency-Key": f"bench-{b}"}) as r:
+                body = await r.json()
+                assert r.status == 200 and body["accepted"] == per_batch, body
+
+        await asyncio.gather(*(send(b) for b in range(total // per_batch)))
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--edge-events", type=int, default=100_000)
+    parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(args.serve_baseline)
+        return 0
+
+    import uvloop
+
+    from control_api import cli
+    from control_api.settings import ControlApiSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="al-bench-"))
+    api_port, base_port = free_port(), free_port()
+    settings = ControlApiSettings(db=str(tmp / "bench.sqlite3"), port=api_port,
+                                  ingest_rate_per_key=10_000_000, key_pepper="bench")
+    demo = cli.bootstrap_demo(settings, credits_amount=50_000_000)
+    config = tmp / "activelead.yaml"
+    config.write_text(
+        f"control_api:\n  port: {api_port}\n  db: {settings.db}\n  key_pepper: bench\n"
+        f"  ingest_rate_per_key: 10000000\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(config)], cwd=ROOT,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(base_port)],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_port(api_port)
+        wait_port(base_port)
+        auth = {"Authorization": f"Bearer {demo['apiKey']}"}
+        # Warm up both (connection pools, the engine's first project compile).
+        asyncio.run(load(f"http://127.0.0.1:{api_port}/v1/ingest", auth, 1, 4, BODY))
+        asyncio.run(load(f"http://127.0.0.1:{base_port}/v1/ingest", {}, 1, 4, BODY))
+        base = uvloop.run(load(f"http://127.0.0.1:{base_port}/v1/ingest", {}, args.duration,
+                                args.concurrency, BODY))
+        api = uvloop.run(load(f"http://127.0.0.1:{api_port}/v1/ingest", auth, args.duration,
+                               args.concurrency, BODY))
+        edge_s = uvloop.run(edge_batches(f"http://127.0.0.1:{api_port}", demo["edgeToken"],
+                                          args.edge_events, 1000))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+    print(f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
+          "(load generator in this process, each server in its own process)")
+    print(f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, r in (("baseline (bare aiohttp)", base), ("control API /v1/ingest", api)):
+        print(f"{name:<28}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+              f"{r['errors']:>8.0f}")
+    print(f"ingest/baseline throughput: {api['rps'] / base['rps']:.2f}")
+    print(f"edge batches: {args.edge_events} events in {edge_s:.2f} s "
+          f"({args.edge_events / edge_s:.0f} events/s, batches of 1000)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

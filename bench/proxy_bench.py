@@ -1,0 +1,255 @@
+"""Benchmark: nginx vs mitmproxy vs `activelead proxy` in front of one origin, on 127.0.0.1.
+
+    .venv/bin/python bench/proxy_bench.py [--duration 8] [--connections 32]
+
+Starts an origin (an nginx that answers every request itself, so it is never the bottleneck),
+nginx as a reverse proxy (1 worker), mitmdump in reverse mode, `activelead proxy` with 1 and 2
+workers and Redis counters, and drives each with `wrk`. Proxy processes are pinned to the CPUs
+given by --proxy-cpus and wrk + origin to --load-cpus, so load generator and proxy share the
+machine the same way for every contender. Prints requests/s, p50/p99 and ratios. Not a test:
+figures, no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POST_BODY = "email=jane.doe%40example.org&name=Jane+Doe&message=Hello%2C+a+quote+for+3+chairs."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+class Procs:
+    """Processes started by the benchmark; each is stopped by its own PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], cpus: str | None, log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        full = (["taskset", "-c", cpus] if cpus else []) + cmd
+        proc = subprocess.Popen(full, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the proxy and its workers
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def nginx_conf(work: Path, name: str, body: str) -> Path:
+    (work / name).mkdir(parents=True, exist_ok=True)
+    conf = work / name / "nginx.conf"
+    conf.write_text(f"""
+daemon off; master_process on; worker_processes 1; pid {work / name}/nginx.pid;
+error_log {work / name}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {work / name}/body; proxy_temp_path {work / name}/proxy;
+  fastcgi_temp_path {work / name}/fcgi; uwsgi_temp_path {work / name}/uwsgi;
+  scgi_temp_path {work / name}/scgi;
+  {body}
+}}
+""")
+    return conf
+
+
+def wrk(url: str, cpus: str, duration: int, connections: int, post: bool, host: str,
+        work: Path) -> tuple[float, float, float]:
+    cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+           "--latency", "-H", f"Host: {host}", url]
+    if post:
+        script = work / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f'wrk.body = "{POST_BODY}"\n'
+            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+            'wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
+            '(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"\n'
+            'wrk.headers["Accept-Language"] = "en-GB,en;q=0.9"\n'
+        )
+        cmd[4:4] = ["-s", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        print(f"    note: {non2xx.group(1)} non-2xx responses from {url}", file=sys.stderr)
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        assert m, out
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    return rps, pct("50"), pct("99")
+
+
+def rss_mb(pid: int) -> float:
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(c) for c in children.read_text().split()]
+    for p in pids:
+        m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text())
+        total += int(m.group(1)) / 1024 if m else 0
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--proxy-cpus", default="0", help="CPUs for the proxy under test")
+    ap.add_argument("--load-cpus", default="1", help="CPUs for wrk and the origin")
+    ap.add_argument("--skip-mitm", action="store_true")
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk", "taskset", "redis-server"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} is required", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    work = Path(tempfile.mkdtemp(prefix="activelead-bench-"))
+    procs = Procs()
+    results: dict[str, tuple[float, float, float]] = {}
+    mem: dict[str, float] = {}
+    try:
+        origin_port = free_port()
+        conf = nginx_conf(work, "origin", f"""
+  server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
+    location / {{ return 200 "hello from the origin\\n"; }} }}""")
+        procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], args.load_cpus,
+                    work / "origin.log")
+        wait_port(origin_port)
+        redis_port = free_port()
+        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no"], args.load_cpus, work / "redis.log")
+        wait_port(redis_port)
+
+        def run(name: str, port: int, path: str, post: bool, host: str = "site.test") -> None:
+            url = f"http://127.0.0.1:{port}{path}"
+            wrk(url, args.load_cpus, 2, args.connections, post, host, work)  # warm-up
+            results[name] = wrk(url, args.load_cpus, args.duration, args.connections, post,
+                                host, work)
+            rps, p50, p99 = results[name]
+            print(f"  {name:<44} {rps:>10.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms",
+                  flush=True)
+
+        print(f"proxy on CPUs {args.proxy_cpus}; wrk + origin on CPUs {args.load_cpus}; "
+              f"{args.connections} connections, {args.duration}s per run")
+        run("origin direct", origin_port, "/", False)
+
+        nginx_port = free_port()
+        conf = nginx_conf(work, "proxy", f"""
+  upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{nginx_port} reuseport backlog=4096;
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}""")
+        p = procs.start([nginx, "-c", str(conf), "-p", str(work / "proxy")], args.proxy_cpus,
+                        work / "nginx.log")
+        wait_port(nginx_port)
+        run("nginx (1 worker) GET", nginx_port, "/", False)
+        run("nginx (1 worker) POST", nginx_port, "/contact", True)
+        procs.stop(p)
+
+        if not args.skip_mitm:
+            mitm_port = free_port()
+            exe = str(Path(sys.executable).parent / "mitmdump")
+            p = procs.start([exe, "--mode", f"reverse:http://127.0.0.1:{origin_port}@{mitm_port}",
+                             "--listen-host", "127.0.0.1", "-q",
+                             "--set", f"confdir={work / 'mitm'}"], args.proxy_cpus,
+                            work / "mitm.log")
+            wait_port(mitm_port)
+            run("mitmproxy reverse GET", mitm_port, "/", False)
+            procs.stop(p)
+
+        import yaml
+
+        for workers in (1, 2):
+            port, admin = free_port(), free_port()
+            cfg = work / f"activelead-{workers}.yaml"
+            cfg.write_text(yaml.safe_dump({
+                "proxy": {"host": "127.0.0.1", "port": port, "admin_port": admin,
+                          "workers": workers, "state_dir": str(work / f"state{workers}"),
+                          "render_secret": "bench-secret-0123456789",
+                          "control_api": {"url": f"http://127.0.0.1:{free_port()}",
+                                          "edge_token": "x", "flush_interval_s": 5}},
+                "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+                "sites": [{"id": "bench", "hosts": ["site.test"],
+                           "origin": f"http://127.0.0.1:{origin_port}", "mode": "monitor",
+                           "forms": [{"id": "contact", "path": "/contact"}]}],
+            }))
+            cpus = args.proxy_cpus if workers == 1 else f"{args.proxy_cpus},{args.load_cpus}"
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            p = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)], cpus,
+                            work / f"activelead-{workers}.log", env=env)
+            wait_port(port)
+            label = f"activelead ({workers} worker{'s' if workers > 1 else ''})"
+            run(f"{label} GET pass-through", port, "/", False)
+            if workers == 1:
+                run(f"{label} POST pass-through", port, "/other", True)
+                run(f"{label} POST scored (rules + Redis)", port, "/contact", True)
+                mem[label] = rss_mb(p.pid)
+            procs.stop(p)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def ratio(a: str, b: str) -> str:
+        if a in results and b in results and results[b][0]:
+            return f"{results[a][0] / results[b][0]:.2f}"
+        return "n/a"
+
+    a1 = "activelead (1 worker)"
+    print("\nratios (requests/s)")
+    print(f"  activelead GET / nginx GET (per worker)       {ratio(f'{a1} GET pass-through', 'nginx (1 worker) GET')}")  # noqa: E501
+    print(f"  activelead GET / mitmproxy GET                {ratio(f'{a1} GET pass-through', 'mitmproxy reverse GET')}")  # noqa: E501
+    print(f"  activelead 2 workers / 1 worker (GET)         {ratio('activelead (2 workers) GET pass-through', f'{a1} GET pass-through')}")  # noqa: E501
+    print(f"  scored POST / pass-through POST               {ratio(f'{a1} POST scored (rules + Redis)', f'{a1} POST pass-through')}")  # noqa: E501
+    if f"{a1} POST scored (rules + Redis)" in results and f"{a1} POST pass-through" in results:
+        s, t = results[f"{a1} POST scored (rules + Redis)"], results[f"{a1} POST pass-through"]
+        print(f"  scoring adds at saturation: p50 {s[1] - t[1]:+.2f} ms, p99 {s[2] - t[2]:+.2f} ms")
+    for name, mb in mem.items():
+        print(f"  {name} RSS after the runs: {mb:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
