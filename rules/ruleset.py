@@ -71,6 +71,7 @@ KNOWN_FACTS: dict[str, str] = {
     "lists.allowed": "str", "lists.denied": "str", "lists.country_blocked": "bool",
     "test.identity": "str", "submission.is_test": "bool",
 }
+_NUMBERS = (int, float)
 _OPERATORS = ("is", "in", "gte", "gt", "lte", "lt", "matches", "contains", "exists")
 
 
@@ -167,9 +168,21 @@ def compile_match(node: object, key: str = "match") -> Predicate:
         if not isinstance(items, list) or not items:
             raise CompileError(f"{key}.{kind}", "must be a non-empty list")
         parts = tuple(compile_match(item, f"{key}.{kind}.{i}") for i, item in enumerate(items))
+        # plain loops: measurably faster than all()/any() over a generator on the hot path
         if kind == "all":
-            return lambda f: all(p(f) for p in parts)
-        return lambda f: any(p(f) for p in parts)
+            def all_of(f: Facts) -> bool:
+                for part in parts:
+                    if not part(f):
+                        return False
+                return True
+            return all_of
+
+        def any_of(f: Facts) -> bool:
+            for part in parts:
+                if part(f):
+                    return True
+            return False
+        return any_of
     if "not" in node:
         if len(node) != 1:
             raise CompileError(key, "not must be alone in its mapping")
@@ -181,8 +194,32 @@ def compile_match(node: object, key: str = "match") -> Predicate:
     if len(ops) != 1 or ops[0] not in _OPERATORS:
         raise CompileError(key, f"needs exactly one operator of {', '.join(_OPERATORS)}")
     op, value = ops[0], node[ops[0]]
-    get = _fact_getter(str(node["fact"]), f"{key}.fact")
+    fact = str(node["fact"])
+    get = _fact_getter(fact, f"{key}.fact")
+    if not fact.startswith("field."):
+        fast = _fast_op(op, value, fact)
+        if fast is not None:
+            return fast
     return _compile_op(op, value, get, f"{key}.{op}")
+
+
+def _fast_op(op: str, value: Any, name: str) -> Predicate | None:
+    """One-call predicates for the common operators on plain facts (most built-in rules)."""
+    if op == "is":
+        if value is True or value is False:
+            return lambda f: f.get(name) is value
+        return lambda f: f.get(name) == value
+    if op == "exists":
+        if value:
+            return lambda f: f.get(name) not in (None, "", False)
+        return lambda f: f.get(name) in (None, "", False)
+    if op in ("gte", "lt") and isinstance(value, int | float) and not isinstance(value, bool):
+        bound = value
+        # type() not isinstance(): bools are ints, and a list fact must not raise TypeError
+        if op == "gte":
+            return lambda f: type(v := f.get(name)) in _NUMBERS and v >= bound
+        return lambda f: type(v := f.get(name)) in _NUMBERS and v < bound
+    return None
 
 
 def _compile_op(op: str, value: Any, get: Callable[[Facts], Any], key: str) -> Predicate:

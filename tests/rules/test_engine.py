@@ -102,3 +102,16 @@ def test_in_operator_matches_case_insensitively(engine: Engine) -> None:
     custom = engine.with_config(config)
     assert custom.score(make_submission(email="a@spam.example")).decision == "blocked"
     assert custom.score(make_submission(email="a@ok.example")).decision == "allowed"
+
+
+@pytest.mark.parametrize("op", ["gte", "gt", "lte", "lt"])
+def test_numeric_operators_on_non_numeric_facts_never_raise(engine: Engine, op: str) -> None:
+    config = ScoringConfig.model_validate({"custom_rules": [
+        {"id": f"C-{op}-{i}", "title": "odd comparison", "weight": 1,
+         "match": {"fact": fact, op: 1}}
+        for i, fact in enumerate(["content.spam_categories", "ua.verified_crawler", "email.domain",
+                                  "field.message"])]})
+    custom = engine.with_config(config)
+    verdict = custom.score(make_submission(fields={"message": "5"}))
+    # none of these facts is a number (the field value is the string "5"): no hit, no exception
+    assert [h.rule_id for h in verdict.hits if h.rule_id.startswith("C-")] == []
