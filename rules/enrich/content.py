@@ -115,7 +115,8 @@ def _repeated(text: str, words: list[str]) -> bool:
         lines = [ln.strip().lower() for ln in text.splitlines() if len(ln.strip()) > 8]
         if lines and max(Counter(lines).values()) >= 3:
             return True
-    if len(words) >= 20:
+    if len(words) >= 20 and len(set(words)) < len(words) * 0.4:
+        # few distinct words: confirm one of them dominates (cheap test first; Counter is slow)
         top = Counter(w.lower() for w in words if len(w) > 2).most_common(1)
         if top and top[0][1] / len(words) > 0.3:
             return True
