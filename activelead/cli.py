@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_fn)
 
     p = with_config(sub.add_parser("up", help="start the product on embedded defaults"))
-    p.add_argument("--sample", default="samples/submissions.jsonl",
-                   help="submissions to score at start-up")
+    from activelead.up import add_arguments as add_up_arguments
+
+    add_up_arguments(p)
     p.set_defaults(func=cmd_up)
     return parser
 

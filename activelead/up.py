@@ -1,31 +1,66 @@
-"""`activelead up`: the product on embedded defaults.
+"""`activelead up`: the whole product on embedded defaults, on one machine, no external services.
 
-Today: loads the engine from activelead.yaml (or defaults) and scores the bundled sample
-submissions, printing one verdict per line with a one-line summary. Services (proxy, control API)
-join here as they land.
+1. scores the bundled sample submissions and prints the verdicts (the engine on its own);
+2. creates the demo account, project, API key and edge token in the control API's SQLite file
+   on first start and prints the secrets once;
+3. starts the control API, a demo origin site with a contact form, and `activelead proxy` in
+   front of it (render protection on, events shipped to the control API);
+4. with `--check`, drives one person-like and one bot submission through the proxy, shows what
+   happened and exits; otherwise runs until Ctrl-C.
+
+Each service runs as its own process (`python -m activelead ...`), exactly as in production.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from activelead.cli import _load_engine, score_lines
+from rules.config import load_yaml
+
+HIDDEN_INPUT = re.compile(r"<input[^>]*>", re.IGNORECASE)
+ATTR = re.compile(r'(\w[\w-]*)="([^"]*)"')
 
 
-def run_up(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sample", default="samples/submissions.jsonl",
+                        help="submissions to score at start-up")
+    parser.add_argument("--state-dir", default="var/up", help="databases, spool, generated config")
+    parser.add_argument("--proxy-port", type=int, default=8080)
+    parser.add_argument("--api-port", type=int, default=8700)
+    parser.add_argument("--origin-port", type=int, default=8081)
+    parser.add_argument("--admin-port", type=int, default=9180)
+    parser.add_argument("--check", action="store_true",
+                        help="send a person-like and a bot submission through the proxy, then exit")
+
+
+def _score_samples(args: argparse.Namespace) -> int:
     engine = _load_engine(args.config)
     sample = Path(args.sample)
     if not sample.exists():
         print(f"activelead up: sample file {sample} not found", file=sys.stderr)
-        return 2
+        return 1
     out = io.StringIO()
     with sample.open(encoding="utf-8") as fh:
         failures = score_lines(engine, fh, out)
-    print(f"Activelead scored {sample} with {len(engine.rules)} rules:")
+    print(f"The engine scored {sample} with {len(engine.rules)} rules:")
     for line in out.getvalue().splitlines():
         verdict = json.loads(line)
         if "error" in verdict:
@@ -33,4 +68,180 @@ def run_up(args: argparse.Namespace) -> int:
             continue
         labels = ", ".join(verdict["labels"]) or "-"
         print(f"  {verdict['decision']:<8} score {verdict['score']:>3}  {labels}")
-    return 1 if failures else 0
+    return failures
+
+
+def _stack_config(args: argparse.Namespace, state: Path, edge_token: str,
+                  project_id: str) -> dict[str, Any]:
+    base = load_yaml(args.config) if Path(args.config).exists() else {}
+    config = dict(base)
+    api_url = f"http://127.0.0.1:{args.api_port}"
+    config["control_api"] = {
+        **(base.get("control_api") or {}),
+        "host": "127.0.0.1", "port": args.api_port, "public_url": api_url,
+        "db": str(state / "control_api.sqlite3"),
+        "cookie_secure": False,  # the demo dashboard is served over plain local HTTP
+    }
+    proxy = dict(base.get("proxy") or {})
+    proxy.update({
+        "host": "127.0.0.1", "port": args.proxy_port, "admin_port": args.admin_port,
+        "workers": 1, "state_dir": str(state / "proxy"),
+        "control_api": {**(proxy.get("control_api") or {}), "url": api_url,
+                        "edge_token": edge_token, "flush_interval_s": 0.5},
+    })
+    config["proxy"] = proxy
+    config["sites"] = [*(base.get("sites") or []), {
+        "id": "demo",
+        "hosts": ["127.0.0.1", "localhost"],
+        "origin": f"http://127.0.0.1:{args.origin_port}",
+        "project_id": project_id,
+        "mode": "enforce",
+        "result_headers_on_response": True,
+        "forms": [{"id": "contact", "path": "/contact",
+                   "fields": {"email": ["email"], "name": ["name"], "message": ["message"]}}],
+    }]
+    return config
+
+
+def _bootstrap(config_path: Path, state: Path) -> dict[str, Any]:
+    """First start: create the demo tenant and keep what the proxy needs (its edge token)."""
+    from control_api.cli import bootstrap_demo
+    from control_api.settings import load_settings
+
+    saved = state / "edge.json"
+    result = bootstrap_demo(load_settings(config_path))
+    if result["created"]:
+        saved.write_text(json.dumps({"edgeToken": result["edgeToken"],
+                                     "projectId": result["projectId"]}))
+        saved.chmod(0o600)
+        print("\nCreated the demo account (secrets are shown once; only hashes are stored):")
+        print(f"  dashboard login: {result['account']['email']} / {result['account']['password']}")
+        print(f"  API key:         {result['apiKey']}")
+        return {**result, "fresh": True}
+    if not saved.exists():
+        raise SystemExit(f"activelead up: {saved} is missing; delete {state} to start afresh")
+    return {**json.loads(saved.read_text()), "fresh": False}
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"activelead up: {name} exited with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"activelead up: {name} did not listen on port {port} in {timeout_s:.0f} s")
+
+
+def _post(url: str, fields: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    data = urllib.parse.urlencode(fields).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (local URL)
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def _check(args: argparse.Namespace, api_key: str | None) -> bool:
+    base = f"http://127.0.0.1:{args.proxy_port}"
+    browser = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+               "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")
+    with urllib.request.urlopen(  # noqa: S310 (local URL)
+            urllib.request.Request(base + "/", headers={"User-Agent": browser}), timeout=10) as r:
+        page = r.read().decode()
+    hidden = {}
+    for tag in HIDDEN_INPUT.findall(page):
+        attrs = dict(ATTR.findall(tag))
+        if attrs.get("name") and attrs["name"] not in {"name", "email"}:
+            hidden[attrs["name"]] = attrs.get("value", "")
+    print(f"\nGET {base}/ : the proxy added {len(hidden)} hidden field(s) to the form")
+    time.sleep(3)  # a person takes a few seconds to type
+    person = {**hidden, "name": "Anna", "email": "anna.keller@example.org",
+              "message": "Could you send me a quote for two rooms?"}
+    status, headers = _post(base + "/contact", person, {"User-Agent": browser})
+    print(f"person-like POST: {status} decision={headers.get('X-Activelead-Decision')} "
+          f"labels={headers.get('X-Activelead-Labels') or '-'}")
+    bot = {"name": "x", "email": "x@mailinator.com", "message": "cheap viagra http://spam.example"}
+    bot_status, bot_headers = _post(base + "/contact", bot, {"User-Agent": "python-requests/2.32"})
+    print(f"bot POST (no token, script UA): {bot_status} "
+          f"decision={bot_headers.get('X-Activelead-Decision') or 'blocked'}")
+    ok = status == 200 and bot_status >= 400
+    if api_key:
+        events = _wait_for_events(f"http://127.0.0.1:{args.api_port}", api_key, want=2)
+        print(f"control API: {len(events)} event(s) recorded for the demo project "
+              f"({', '.join(e['verdict']['decision'] for e in events)})")
+        ok = ok and len(events) >= 2
+    return ok
+
+
+def _wait_for_events(api: str, api_key: str, want: int, timeout_s: float = 15) -> list[Any]:
+    """The proxy ships events in batches from its spool: poll until they have arrived."""
+    request = urllib.request.Request(api + "/v1/events",  # noqa: S310 (local URL)
+                                     headers={"Authorization": f"Bearer {api_key}"})
+    deadline = time.monotonic() + timeout_s
+    events: list[Any] = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            events = json.loads(response.read())["events"]
+        if len(events) >= want:
+            break
+        time.sleep(0.5)
+    return events
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if _score_samples(args):
+        return 1
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    stack_file = state / "activelead-up.yaml"
+    # the control API section first (bootstrap needs its db path), then the full file
+    stack_file.write_text(yaml.safe_dump(_stack_config(args, state, "", "")))
+    demo = _bootstrap(stack_file, state)
+    stack_file.write_text(yaml.safe_dump(_stack_config(args, state, demo["edgeToken"],
+                                                       demo["projectId"])))
+    stack_file.chmod(0o600)  # it holds the proxy's edge token
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    logs = state / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(name: str, argv: list[str], port: int) -> None:
+        log = (logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=env)
+        procs.append((name, proc))
+        _wait_port(port, proc, name)
+
+    try:
+        start("origin", ["-m", "activelead.demo_site", str(args.origin_port)], args.origin_port)
+        start("control-api", ["-m", "activelead", "control-api", "--config", str(stack_file)],
+              args.api_port)
+        start("proxy", ["-m", "activelead", "proxy", "--config", str(stack_file)],
+              args.proxy_port)
+        print(f"""
+Activelead is up (logs in {logs}):
+  protected demo site   http://127.0.0.1:{args.proxy_port}/   (origin on :{args.origin_port})
+  control API           http://127.0.0.1:{args.api_port}/v1/openapi.json
+  proxy health/metrics  http://127.0.0.1:{args.admin_port}/__activelead/health  /metrics""")
+        if args.check:
+            return 0 if _check(args, demo.get("apiKey")) else 1
+        print("Press Ctrl-C to stop.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(proc.poll() is None for _, proc in procs):
+            time.sleep(0.5)
+        dead = [name for name, proc in procs if proc.poll() is not None]
+        print(f"activelead up: {', '.join(dead)} stopped; see {logs}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for _, proc in reversed(procs):
+            proc.terminate()
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
