@@ -148,8 +148,8 @@ def _check(args: argparse.Namespace, api_key: str | None) -> bool:
     base = f"http://127.0.0.1:{args.proxy_port}"
     browser = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")
-    with urllib.request.urlopen(  # noqa: S310 (local URL)
-            urllib.request.Request(base + "/", headers={"User-Agent": browser}), timeout=10) as r:
+    index = urllib.request.Request(base + "/", headers={"User-Agent": browser})  # noqa: S310
+    with urllib.request.urlopen(index, timeout=10) as r:  # noqa: S310 (local URL)
         page = r.read().decode()
     hidden = {}
     for tag in HIDDEN_INPUT.findall(page):
