@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -44,6 +45,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -103,6 +110,39 @@ async def load(url: str, headers: dict[str, str], duration: float, concurrency: 
             "p99_ms": q[98] * 1000, "errors": errors}
 
 
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("AL_KEY")
+if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+wrk.body = [[BODY]]
+"""
+
+
+def wrk_load(url: str, key: str, duration: float, concurrency: int) -> dict[str, float]:
+    """The same measurement with wrk (C, one thread): far cheaper than a Python client, so the
+    server gets the CPU the Python generator would take."""
+    script = Path(tempfile.mkdtemp(prefix="al-wrk-")) / "post.lua"
+    script.write_text(WRK_LUA.replace("BODY", json.dumps(BODY)))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script),
+         url], capture_output=True, text=True, check=True, env={**os.environ, "AL_KEY": key},
+    ).stdout
+
+    def ms(label: str) -> float:
+        value = next(line.split()[1] for line in out.splitlines()
+                     if line.strip().startswith(label))
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+        unit = value.lstrip("0123456789.")
+        return float(value[: -len(unit)]) * scale[unit]
+
+    rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    total = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    errors = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
+    return {"requests": total, "rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
+            "errors": errors}
+
+
 async def edge_batches(base: str, token: str, total: int, per_batch: int) -> float:
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
@@ -132,6 +172,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--edge-events", type=int, default=100_000)
+    parser.add_argument("--python-client", action="store_true",
+                        help="use the Python load generator even when wrk is installed")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -159,6 +201,7 @@ def main() -> int:
         subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(base_port)],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         wait_port(api_port)
         wait_port(base_port)
@@ -166,10 +209,22 @@ def main() -> int:
         # Warm up both (connection pools, the engine's first project compile).
         asyncio.run(load(f"http://127.0.0.1:{api_port}/v1/ingest", auth, 1, 4, BODY))
         asyncio.run(load(f"http://127.0.0.1:{base_port}/v1/ingest", {}, 1, 4, BODY))
-        base = uvloop.run(load(f"http://127.0.0.1:{base_port}/v1/ingest", {}, args.duration,
-                                args.concurrency, BODY))
-        api = uvloop.run(load(f"http://127.0.0.1:{api_port}/v1/ingest", auth, args.duration,
-                               args.concurrency, BODY))
+        use_wrk = shutil.which("wrk") is not None and not args.python_client
+        generator = "wrk" if use_wrk else "python aiohttp client"
+
+        def measure(port: int, key: str, proc: subprocess.Popen[bytes]) -> dict[str, float]:
+            url = f"http://127.0.0.1:{port}/v1/ingest"
+            cpu0 = cpu_seconds(proc.pid)
+            if use_wrk:
+                result = wrk_load(url, key, args.duration, args.concurrency)
+            else:
+                headers = {"Authorization": f"Bearer {key}"} if key else {}
+                result = uvloop.run(load(url, headers, args.duration, args.concurrency, BODY))
+            result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(result["requests"], 1)
+            return result
+
+        base = measure(base_port, "", procs[1])
+        api = measure(api_port, demo["apiKey"], procs[0])
         edge_s = uvloop.run(edge_batches(f"http://127.0.0.1:{api_port}", demo["edgeToken"],
                                           args.edge_events, 1000))
     finally:
@@ -177,12 +232,15 @@ def main() -> int:
             p.terminate()
             p.wait(timeout=10)
     print(f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
-          "(load generator in this process, each server in its own process)")
-    print(f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+          f"load generator: {generator}; each server in its own process; "
+          f"load average before: {load_before}")
+    print(f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+          f"{'server CPU ms/req':>20}")
     for name, r in (("baseline (bare aiohttp)", base), ("control API /v1/ingest", api)):
         print(f"{name:<28}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-              f"{r['errors']:>8.0f}")
-    print(f"ingest/baseline throughput: {api['rps'] / base['rps']:.2f}")
+              f"{r['errors']:>8.0f}{r['cpu_ms']:>20.3f}")
+    print(f"ingest/baseline throughput: {api['rps'] / base['rps']:.2f}; one core would serve "
+          f"~{1000 / api['cpu_ms']:.0f} ingest req/s (server CPU only, no load generator)")
     print(f"edge batches: {args.edge_events} events in {edge_s:.2f} s "
           f"({args.edge_events / edge_s:.0f} events/s, batches of 1000)")
     return 0

@@ -1,0 +1,196 @@
+"""The database: one SQLite connection used from the event loop; each unit of work runs whole.
+
+A unit of work is a plain function `fn(conn) -> T` run start to finish inside one transaction,
+so no other coroutine's statements can interleave with it (with aiosqlite every statement is its
+own await, and two coroutines sharing a connection can interleave inside one transaction).
+Credit debits are atomic by construction.
+
+Why on the event loop and not on a DB thread: a unit is ~0.1 ms of SQLite work. Handed to a
+thread, every sqlite call releases the GIL and must win it back from the busy event loop; under
+load that contention cost more than the work (measured: 980 vs 1380 ingest req/s, p99 148 vs
+57 ms on the same box). What could block the loop for long is kept off it: commits never fsync
+(WAL with synchronous=NORMAL), automatic checkpoints are off on this connection and a background
+thread checkpoints through its own connection, and big jobs (edge batches, exports, purges) are
+cut into short transactions by their callers.
+
+Group commit: writes issued in the same event-loop tick run as one transaction, each inside its
+own SAVEPOINT, so one unit failing (a 402, a constraint) rolls back only itself.
+
+One process per database file: a second process (the `credits grant` CLI) is fine for short
+transactions (busy_timeout), but serving from several processes wants PostgreSQL. PostgreSQL path:
+the same `fn(conn)` shape maps onto a psycopg connection (run in a thread: its calls wait on the
+network); the SQL is kept portable (ON CONFLICT, JSON via json_each ↔ jsonb_array_elements), and
+migrations are recorded in a table rather than SQLite's user_version pragma.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from control_api.migrations import migrate
+
+T = TypeVar("T")
+log = logging.getLogger("activelead.control_api.db")
+
+CHECKPOINT_EVERY_S = 1.0
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or migrated."""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves so a unit of work is one
+    # transaction, not whatever the sqlite3 module's implicit rules would make of it.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Database:
+    """All work on one connection; async methods run it on the event loop, group-committed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DatabaseError("database is not open")
+        return self._conn
+
+    async def open(self) -> None:
+        """Open (and migrate) the database; start the background checkpointer."""
+        try:
+            self._conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{self.path}: {exc}") from exc
+        if self.path != ":memory:":
+            # Checkpoints copy the WAL into the database file and fsync: never on the loop.
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in a read transaction (a consistent snapshot)."""
+        return self._call(fn, False)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` atomically (all of it commits, or none of it); writes of the same tick share
+        one transaction (group commit), each in its own savepoint."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let every request of this tick queue its unit
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = self._run_batch([fn for fn, _ in batch])
+            except Exception as exc:  # BEGIN/COMMIT failed: nothing of the batch is stored
+                outcomes = [(False, exc)] * len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller went away; its unit committed regardless
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._connection()
+        out: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    out.append((False, exc))
+                    continue
+                conn.execute("RELEASE unit")
+                out.append((True, value))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+
+    def _checkpoint_loop(self) -> None:
+        """Thread body: checkpoint through a connection of its own until asked to stop."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while not self._stop.wait(CHECKPOINT_EVERY_S):
+                try:
+                    # PASSIVE: copy what it can without waiting for (or blocking) the writer.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed (will retry): %s", exc)
+        finally:
+            conn.close()
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """For the CLI (no event loop): open if needed and run `fn` in a write transaction."""
+        if self._conn is None:
+            self._conn = connect(self.path)
+        return self._call(fn, True)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                # A final checkpoint so the file is complete on its own after a clean stop.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()

@@ -1,0 +1,148 @@
+"""ApiError and the middleware that turns every failure into `{"code", "message", ...}` JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from control_api.state import REQUEST_ID
+
+log = logging.getLogger("activelead.control_api")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ApiError(Exception):
+    """An HTTP error with a stable machine code and a human message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+        self.details = details
+        self.headers = headers or {}
+
+
+def error_response(
+    request: web.Request | None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    if request is not None and REQUEST_ID in request:
+        body["requestId"] = request[REQUEST_ID]
+    return web.json_response(body, status=status, headers=headers)
+
+
+# aiohttp's own HTTP exceptions (404 for unknown routes, 405, 413 from client_max_size) keep their
+# status but get our JSON body and a stable code.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = incoming if _REQUEST_ID_RE.match(incoming) else "req_" + secrets.token_hex(8)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else "request body is too large"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        response = error_response(request, exc.status, code, message, headers=headers)
+    except Exception:
+        # Never a traceback or an internal message to the client; the log has the request id.
+        log.exception(
+            "unhandled error in %s %s (request %s)",
+            request.method,
+            request.path,
+            request[REQUEST_ID],
+        )
+        response = error_response(request, 500, "internal_error", "internal error")
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+    return response
+
+
+async def read_json(request: web.Request, *, max_bytes: int) -> Any:
+    """The request's JSON body, or a clear 4xx (415 not JSON, 413 too big, 400 malformed)."""
+    return (await read_json_raw(request, max_bytes=max_bytes))[0]
+
+
+async def read_json_raw(request: web.Request, *, max_bytes: int) -> tuple[Any, bytes]:
+    """(parsed JSON, the raw bytes) — for callers that fingerprint the exact body."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 encoded JSON")
+    raw = await read_bounded(request, max_bytes)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant), raw
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from exc
+
+
+async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to be over `max_bytes`."""
+    too_big = ApiError(413, "payload_too_large", f"the body is over {max_bytes} bytes")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    # StreamReader.read(n) may return fewer than n bytes: loop until EOF, counting.
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def require_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    return data

@@ -1,0 +1,308 @@
+"""`POST /v1/ingest` and `POST /v1/feedback`: score one submission for an integrator.
+
+One request = at most one DB write transaction: the credit debit, the event, the idempotency
+record and the webhook outbox rows commit together, so a verdict is never charged without being
+stored, and a replayed Idempotency-Key gets the stored answer without a second charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from control_api import credits, webhooks
+from control_api.auth import require_key
+from control_api.context import Services
+from control_api.errors import ApiError, read_json, require_object
+from control_api.events import EventRecord, insert
+from control_api.keys import KeyInfo
+from control_api.metrics import METRICS
+from control_api.projects import scoring_config
+from control_api.state import SERVICES
+from control_api.util import now_ms
+from rules import Engine, ScoringConfig, Submission, SubmissionError, Thresholds, Verdict
+
+routes = web.RouteTableDef()
+
+_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+_PROJECT_TTL_S = 2.0  # config changes reach other processes within this; in-process at once
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    """What scoring needs from a project row, cached for a moment."""
+
+    id: str
+    account_id: str
+    version: int
+    mode: str
+    thresholds: Thresholds
+    scoring: ScoringConfig
+    policy: str
+
+
+async def project_view(services: Services, project_id: str) -> ProjectView:
+    cached = services.project_cache.get(project_id)
+    if cached is not None and time.monotonic() - cached[0] < _PROJECT_TTL_S:
+        view: ProjectView = cached[1]
+        return view
+    row = await services.db.read(
+        lambda conn: conn.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+    )
+    if row is None:
+        raise ApiError(401, "invalid_key", "the key's project no longer exists")
+    config = scoring_config(row)
+    view = ProjectView(
+        row["id"],
+        row["account_id"],
+        row["version"],
+        row["mode"],
+        config.thresholds,
+        config,
+        row["out_of_credits_policy"],
+    )
+    services.project_cache[project_id] = (time.monotonic(), view)
+    return view
+
+
+def engine_for(services: Services, view: ProjectView) -> Engine:
+    assert services.scoring is not None
+    return services.scoring.engine_for(view.id, view.version, view.scoring)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_RE.match(key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    return key
+
+
+def stored_answer(
+    conn: sqlite3.Connection, project_id: str, scope: str, key: str, request_hash: str
+) -> tuple[int, str] | None:
+    row = conn.execute(
+        "SELECT request_hash, status, response FROM idempotency WHERE project_id = ? AND scope = ?"
+        " AND key = ?",
+        (project_id, scope, key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["request_hash"] != request_hash:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+    return int(row["status"]), str(row["response"])
+
+
+def remember(
+    conn: sqlite3.Connection,
+    project_id: str,
+    scope: str,
+    key: str,
+    request_hash: str,
+    status: int,
+    response: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO idempotency (project_id, scope, key, request_hash, status, response,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (project_id, scope, key, request_hash, status, response, now_ms()),
+    )
+
+
+class IdempotencyLocks:
+    """Serialises concurrent requests with the same key in this process, so a double-click
+    does not score twice while the first is in flight."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def get(self, project_id: str, key: str) -> asyncio.Lock:
+        lock = self._locks.get((project_id, key))
+        if lock is None:
+            if len(self._locks) > 10_000:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[(project_id, key)] = asyncio.Lock()
+        return lock
+
+
+LOCKS = web.AppKey("idempotency_locks", IdempotencyLocks)
+
+
+async def score_and_record(
+    request: web.Request,
+    info: KeyInfo,
+    sub: Submission,
+    *,
+    source: str,
+    idem: tuple[str, str, str] | None,
+) -> tuple[Verdict, str]:
+    """Score, then charge + store in one transaction. Returns (verdict, response JSON text).
+    `idem` is (scope, key, request hash). Raises ApiError(402) when out of credits."""
+    services = request.app[SERVICES]
+    view = await project_view(services, info.project_id)
+    sub.project_id = view.id  # the key decides the project, whatever the body says
+    assert services.scoring is not None
+    verdict = await services.scoring.score(sub, engine_for(services, view), view.thresholds)
+    answer = json.dumps(verdict.to_json())
+    charge = not sub.is_test and not verdict.degraded
+    low = services.settings.low_credit_threshold
+    record = EventRecord(
+        trace_id=verdict.trace_id,
+        project_id=view.id,
+        account_id=view.account_id,
+        source=source,
+        received_at=now_ms(),
+        verdict=verdict.to_json(),
+        form_id=sub.form_id,
+        lead_id=sub.lead_id,
+        ip=sub.ip,
+        email=sub.email,
+        user_agent=sub.user_agent,
+        page_url=sub.page_url,
+        mode=view.mode,
+        action="scored",
+        is_test=sub.is_test,
+        charged=charge,
+    )
+
+    def commit(conn: sqlite3.Connection) -> tuple[str | None, int]:
+        """(an earlier answer to the same Idempotency-Key, or None; webhook rows queued)."""
+        queued = 0
+        if idem is not None:
+            # Another process may have answered the same key since our read: its answer wins
+            # and nothing is charged or stored twice.
+            earlier = stored_answer(conn, view.id, idem[0], idem[1], idem[2])
+            if earlier is not None:
+                return earlier[1], 0
+        if charge:
+            try:
+                outcome = credits.debit(
+                    conn, view.account_id, 1, low_threshold=low, project_id=view.id, reference=None
+                )
+            except credits.InsufficientCredits as exc:
+                raise credits.exhausted_error(exc.balance) from exc
+            if outcome.crossed_low:
+                queued += webhooks.enqueue_account(
+                    conn,
+                    view.account_id,
+                    "credits.low",
+                    {"balance": outcome.balance, "threshold": low},
+                )
+        insert(conn, record, verdict_json=answer)
+        queued += webhooks.enqueue(
+            conn, view.id, "lead.scored", event_summary(record), decision=verdict.decision
+        )
+        if idem is not None:
+            remember(conn, view.id, idem[0], idem[1], idem[2], 200, answer)
+        return None, queued
+
+    earlier, queued = await services.db.write(commit)
+    if earlier is not None:
+        return verdict, earlier
+    if queued:  # wake the worker only when there is something to send
+        services.webhook_wakeup.set()
+    metrics = request.app[METRICS]
+    metrics.decisions.labels(source, verdict.decision).inc()
+    if charge:
+        metrics.credits_used.inc()
+    return verdict, answer
+
+
+def event_summary(ev: EventRecord) -> dict[str, Any]:
+    return {
+        "traceId": ev.trace_id,
+        "projectId": ev.project_id,
+        "formId": ev.form_id,
+        "leadId": ev.lead_id,
+        "source": ev.source,
+        "decision": ev.verdict.get("decision"),
+        "score": ev.verdict.get("score"),
+        "labels": ev.verdict.get("labels", []),
+        "isTest": ev.is_test,
+    }
+
+
+@routes.post("/v1/ingest")
+async def ingest(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    info = await require_key(request, "live")
+    await services.limiter.hit(f"ingest:{info.key_id}", services.settings.ingest_rate_per_key, 60)
+    key = idempotency_key(request)
+    data = await read_json(request, max_bytes=services.settings.max_body_bytes)
+    try:
+        sub = Submission.from_json(data)
+    except SubmissionError as exc:
+        raise ApiError(400, "invalid_submission", str(exc), details=exc.errors) from exc
+    if not sub.ip:
+        sub.ip = request.remote or ""
+    if key is None:
+        _, answer = await score_and_record(request, info, sub, source="ingest", idem=None)
+        return web.Response(text=answer, content_type="application/json")
+    request_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    async with request.app[LOCKS].get(info.project_id, key):
+        stored = await services.db.read(
+            lambda conn: stored_answer(conn, info.project_id, "ingest", key, request_hash)
+        )
+        if stored is not None:
+            return web.Response(
+                text=stored[1],
+                status=stored[0],
+                content_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        _, answer = await score_and_record(
+            request, info, sub, source="ingest", idem=("ingest", key, request_hash)
+        )
+    return web.Response(text=answer, content_type="application/json")
+
+
+@routes.post("/v1/feedback")
+async def feedback(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    info = await require_key(request, "live")
+    body = require_object(await read_json(request, max_bytes=16 * 1024))
+    trace_id, verdict = body.get("traceId"), body.get("verdict")
+    errors = {}
+    if not isinstance(trace_id, str) or not 1 <= len(trace_id) <= 64:
+        errors["traceId"] = "a trace id string"
+    if verdict not in ("spam", "ham"):
+        errors["verdict"] = "'spam' or 'ham'"
+    errors.update({k: "unknown key" for k in set(body) - {"traceId", "verdict"}})
+    if errors:
+        raise ApiError(400, "invalid_body", "; ".join(f"{k}: {v}" for k, v in errors.items()), details=errors)
+    found = await services.db.write(
+        lambda conn: record_feedback(conn, info.project_id, str(trace_id), str(verdict))
+    )
+    if not found:
+        raise ApiError(404, "not_found", "no event with this trace id in the key's project")
+    return web.json_response({"traceId": trace_id, "feedback": verdict})
+
+
+def record_feedback(conn: sqlite3.Connection, project_id: str, trace_id: str, verdict: str) -> bool:
+    cur = conn.execute(
+        "UPDATE events SET feedback = ?, feedback_at = ? WHERE trace_id = ? AND project_id = ?",
+        (verdict, now_ms(), trace_id, project_id),
+    )
+    return cur.rowcount == 1
+
+
+def setup(app: web.Application) -> None:
+    app[LOCKS] = IdempotencyLocks()
+    app.router.add_routes(routes)

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the control API, served at GET /metrics.
+
+A registry per app rather than prometheus-client's global one: tests and `activelead up` build
+several apps in one process, and each must count only its own requests.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from control_api.errors import Handler
+
+
+class Metrics:
+    """The app's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "activelead_control_api_requests_total",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "activelead_control_api_request_seconds",
+            "Request handling time by route.",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.decisions = Counter(
+            "activelead_control_api_scored_total",
+            "Scored submissions by source and decision.",
+            ["source", "decision"],
+            registry=self.registry,
+        )
+        self.credits_used = Counter(
+            "activelead_control_api_credits_used_total",
+            "Credits debited for scoring.",
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "activelead_control_api_webhook_attempts_total",
+            "Webhook delivery attempts by result.",
+            ["result"],
+            registry=self.registry,
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        # The route template, never the raw path: ids in paths would explode cardinality.
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,238 @@
+"""Versioned schema migrations: an ordered list, each applied once in its own transaction.
+
+Why not Alembic: it needs SQLAlchemy as the connection layer, and this service speaks DB-API
+directly. The runner below is the small part of Alembic we need (ordered versions recorded in a
+table, each in a transaction, refusing a database newer than the code). Append migrations; never
+edit one that has shipped. Times are integer milliseconds since the epoch (UTC), sortable and
+portable to PostgreSQL's BIGINT.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        """
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    password_changed_at INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_account ON sessions(account_id);
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'enforce',
+    block_threshold INTEGER NOT NULL DEFAULT 70,
+    review_threshold INTEGER NOT NULL DEFAULT 40,
+    flags TEXT NOT NULL DEFAULT '{}',
+    scoring TEXT NOT NULL DEFAULT '{}',
+    out_of_credits_policy TEXT NOT NULL DEFAULT 'forward',
+    retention_days INTEGER NOT NULL DEFAULT 90,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX projects_account ON projects(account_id);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    hint TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX api_keys_project ON api_keys(project_id);
+CREATE TABLE credit_ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('grant', 'purchase', 'usage', 'refund')),
+    amount INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+    project_id TEXT,
+    reference TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX credit_ledger_reference ON credit_ledger(account_id, reference)
+    WHERE reference IS NOT NULL;
+CREATE INDEX credit_ledger_account ON credit_ledger(account_id, id);
+CREATE TABLE credit_balances (
+    account_id TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    balance INTEGER NOT NULL CHECK (balance >= 0),
+    low_notified INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL UNIQUE,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    site_id TEXT NOT NULL DEFAULT '',
+    form_id TEXT NOT NULL DEFAULT '',
+    lead_id TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL DEFAULT '',
+    user_agent TEXT NOT NULL DEFAULT '',
+    page_url TEXT NOT NULL DEFAULT '',
+    mode TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT '',
+    decision TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    labels TEXT NOT NULL DEFAULT '[]',
+    country_hint TEXT,
+    is_test INTEGER NOT NULL DEFAULT 0,
+    charged INTEGER NOT NULL DEFAULT 0,
+    verdict TEXT NOT NULL,
+    feedback TEXT,
+    feedback_at INTEGER
+);
+CREATE INDEX events_project_time ON events(project_id, received_at DESC, id DESC);
+CREATE INDEX events_project_email ON events(project_id, email);
+CREATE INDEX events_project_lead ON events(project_id, lead_id);
+CREATE TABLE idempotency (
+    project_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (project_id, scope, key)
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}',
+    request_id TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX audit_account ON audit_log(account_id, id);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    events TEXT NOT NULL,
+    decisions TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    project_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_status_code INTEGER,
+    last_error TEXT,
+    last_response_ms INTEGER,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+CREATE TABLE webhook_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+    attempted_at INTEGER NOT NULL,
+    status_code INTEGER,
+    response_ms INTEGER,
+    error TEXT
+);
+""",
+    ),
+    (
+        2,
+        "index webhooks by project",
+        "CREATE INDEX webhooks_project ON webhooks(project_id, active)",
+    ),
+    (
+        3,
+        "account tokens",
+        """
+CREATE TABLE account_tokens (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    hint TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX account_tokens_account ON account_tokens(account_id)
+""",
+    ),
+]
+
+
+class MigrationError(Exception):
+    """The database's schema cannot be brought to this code's version."""
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; return the resulting version."""
+    version = current_version(conn)
+    latest = MIGRATIONS[-1][0]
+    if version > latest:
+        raise MigrationError(
+            f"database schema is version {version}, newer than this code's {latest}; upgrade the code"
+        )
+    for number, description, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        # executescript() would COMMIT on its own; run statements one by one in our transaction.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                (number, description, int(time.time() * 1000)),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        version = number
+    return version
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]

@@ -1,0 +1,1 @@
+"""Activelead's data plane: an aiohttp reverse proxy that scores protected form posts inline."""

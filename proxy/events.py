@@ -1,0 +1,254 @@
+"""Event reporting: a durable local spool shipped in idempotent batches, or JSON-line logs.
+
+Spool layout (one directory per worker, so workers never share a file):
+
+    <state_dir>/spool/w<N>/<batch id>.open    the segment being appended to
+    <state_dir>/spool/w<N>/<batch id>.ready   sealed; one segment = one batch = one upload
+
+Each event is written to the kernel at once (a crash of the process loses nothing) and fsync'd
+in groups every `spool_fsync_interval_s` (a power cut loses at most that much). A sealed segment
+is uploaded with its file name as batch id and Idempotency-Key, and deleted only after a 2xx, so
+a retry after any failure, or after a restart, sends the very same batch id again and the control
+API counts it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy import metrics
+
+log = logging.getLogger("activelead.proxy.events")
+event_log = logging.getLogger("activelead.events")
+
+
+class LogReporter:
+    """Standalone mode: every event is one JSON line on the `activelead.events` logger."""
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        event_log.info(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class Spool:
+    """Append-only JSON-lines segments; no asyncio in here, so it is easy to reason about."""
+
+    def __init__(self, directory: Path, max_events: int) -> None:
+        self.dir = directory
+        self.max_events = max_events
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._count = 0
+        self._dirty = False
+        self.recover()
+
+    def recover(self) -> None:
+        """Seal segments left open by a previous run (crash or kill), so they get shipped."""
+        for path in sorted(self.dir.glob("*.open")):
+            if path.stat().st_size == 0:
+                path.unlink()
+            else:
+                path.rename(path.with_suffix(".ready"))
+
+    def adopt(self, others: list[Path]) -> int:
+        """Take over segments of worker directories no running worker owns (fewer workers now)."""
+        moved = 0
+        for other in others:
+            for path in sorted([*other.glob("*.ready"), *other.glob("*.open")]):
+                path.rename(self.dir / (path.stem + ".ready"))
+                moved += 1
+        return moved
+
+    def append(self, event: Mapping[str, Any]) -> None:
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        if self._fd is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            self._path = self.dir / f"b_{stamp}_{secrets.token_hex(6)}.open"
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self._fd, line)  # one write per line: the kernel has it even if we crash now
+        self._count += 1
+        self._dirty = True
+        if self._count >= self.max_events:
+            self.seal()
+
+    def sync(self) -> None:
+        """fsync the open segment; safe to run in a thread while the loop appends or seals."""
+        fd = self._fd
+        if fd is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            dup = os.dup(fd)  # our own handle: a concurrent seal() cannot close it under us
+        except OSError:
+            return  # sealed meanwhile; seal() fsyncs itself
+        try:
+            os.fsync(dup)
+        finally:
+            os.close(dup)
+
+    def seal(self) -> None:
+        if self._fd is None or self._path is None:
+            return
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._path.rename(self._path.with_suffix(".ready"))
+        self._fd, self._path, self._count, self._dirty = None, None, 0, False
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must survive a power cut
+        finally:
+            os.close(dir_fd)
+
+    @property
+    def open_count(self) -> int:
+        return self._count
+
+    def ready(self) -> list[Path]:
+        return sorted(self.dir.glob("*.ready"))
+
+    def depth(self) -> int:
+        total = self._count
+        for path in self.ready():
+            with contextlib.suppress(OSError), path.open("rb") as fh:
+                total += sum(1 for _ in fh)
+        return total
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        events = []
+        for raw in path.read_bytes().splitlines():
+            try:
+                events.append(json.loads(raw))
+            except ValueError:  # a line torn by a power cut: the rest of the batch still ships
+                log.error("skipping a corrupt line in %s", path.name)
+        return events
+
+
+class SpoolReporter:
+    """Writes events to the spool at once; a background task ships sealed segments."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        url: str,
+        edge_token: str,
+        fsync_interval_s: float,
+        flush_interval_s: float,
+        timeout_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        self.spool = spool
+        self._endpoint = url.rstrip("/") + "/v1/edge/events"
+        self._auth = f"Bearer {edge_token}"
+        self._fsync_interval_s = fsync_interval_s
+        self._flush_interval_s = flush_interval_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_backoff_s = max_backoff_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        self.shipped = 0
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        self.spool.append(event)
+        metrics.SPOOL_DEPTH.inc()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        metrics.SPOOL_DEPTH.set(self.spool.depth())
+        self._tasks = [
+            asyncio.create_task(self._fsync_loop(), name="spool-fsync"),
+            asyncio.create_task(self._ship_loop(), name="spool-ship"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self.spool.seal()
+        with contextlib.suppress(Exception):  # best effort; whatever is left ships next start
+            async with asyncio.timeout(2):
+                await self.ship_ready()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _fsync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._fsync_interval_s)
+            try:
+                await loop.run_in_executor(None, self.spool.sync)
+            except OSError as exc:  # disk trouble: say so loudly, keep trying
+                log.error("spool fsync failed: %s", exc)
+
+    async def _ship_loop(self) -> None:
+        backoff = self._flush_interval_s
+        while True:
+            try:
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self.spool.open_count:
+                self.spool.seal()
+            try:
+                await self.ship_ready()
+                backoff = self._flush_interval_s
+            except Exception as exc:  # control API down or refusing: keep the spool, back off
+                metrics.SHIP_FAILURES.inc()
+                backoff = min(backoff * 2, self._max_backoff_s)
+                log.warning("event upload failed (%s); retrying in %.1fs", exc, backoff)
+
+    def flush_soon(self) -> None:
+        self._wake.set()
+
+    async def ship_ready(self) -> None:
+        assert self._session is not None
+        for path in self.spool.ready():
+            events = Spool.read(path)
+            batch_id = path.stem
+            if events:
+                started = time.monotonic()
+                async with self._session.post(
+                    self._endpoint,
+                    json={"batchId": batch_id, "events": events},
+                    headers={"Authorization": self._auth, "Idempotency-Key": batch_id},
+                ) as resp:
+                    if not 200 <= resp.status < 300:
+                        text = (await resp.text())[:200]
+                        raise ShipError(f"HTTP {resp.status} for batch {batch_id}: {text}")
+                log.info("shipped batch %s (%d events, %.0f ms)", batch_id, len(events),
+                         (time.monotonic() - started) * 1000)
+            path.unlink()
+            self.shipped += len(events)
+            metrics.SPOOL_DEPTH.dec(len(events))
+
+
+class ShipError(Exception):
+    """The control API did not accept a batch; it stays in the spool."""
+
+
+Reporter = LogReporter | SpoolReporter

@@ -1,0 +1,95 @@
+"""Prometheus metrics of the proxy (served on the admin port).
+
+Module-level, as prometheus-client intends: one registry per process. With several workers the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before they start and the admin endpoint aggregates.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+REQUESTS = Counter(
+    "activelead_proxy_requests_total", "Requests handled, by site and kind.", ["site", "kind"]
+)
+UPSTREAM_ERRORS = Counter(
+    "activelead_proxy_upstream_errors_total", "Origin failures, by site and kind.", ["site", "kind"]
+)
+UPSTREAM_LATENCY = Histogram(
+    "activelead_proxy_upstream_seconds",
+    "Time until the origin's response headers arrived.",
+    ["site"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DECISIONS = Counter(
+    "activelead_proxy_decisions_total", "Scored submissions, by site, form and action.",
+    ["site", "form", "action"],
+)
+LABELS = Counter(
+    "activelead_proxy_labels_total", "Labels on scored submissions.", ["site", "label"]
+)
+SCORING_LATENCY = Histogram(
+    "activelead_proxy_scoring_seconds",
+    "Time spent in the stages of a protected request (read to record).",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+DEGRADED = Counter(
+    "activelead_proxy_degraded_total", "Submissions scored degraded or failed open.", ["reason"]
+)
+SPOOL_DEPTH = Gauge(
+    "activelead_proxy_spool_events", "Events in the local spool not yet accepted upstream.",
+    multiprocess_mode="livesum",
+)
+SHIP_FAILURES = Counter("activelead_proxy_ship_failures_total", "Failed event batch uploads.")
+
+
+_KINDS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_child(site: str, kind: str) -> Any:
+    return REQUESTS.labels(site, kind)
+
+
+def request(site: str, method: str) -> None:
+    """Count one request; label children are cached (labels() costs a lock and a lookup)."""
+    _request_child(site, method if method in _KINDS else "other").inc()
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_child(site: str, label: str) -> Any:
+    return LABELS.labels(site, label)
+
+
+def label(site: str, name: str) -> None:
+    _label_child(site, name).inc()
+
+
+@functools.lru_cache(maxsize=4096)
+def _decision_child(site: str, form: str, action: str) -> Any:
+    return DECISIONS.labels(site, form, action)
+
+
+def decision(site: str, form: str, action: str) -> None:
+    _decision_child(site, form, action).inc()
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics (aggregated over workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,196 @@
+"""The same protection as a mitmproxy addon, for operators who want mitmproxy's TLS or HTTP/2.
+
+`run_mitmdump()` (the `activelead mitm` command) starts `mitmdump` in reverse-proxy mode in front
+of one site's origin, with this file as its script. The addon runs the very stages of
+proxy/stages over mitmproxy's flows; only the adaptation to mitmproxy's request/response objects
+lives here. mitmproxy buffers bodies itself, so `read_body` only enforces the limit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from proxy import render
+from proxy.clientip import ClientIpResolver
+from proxy.events import LogReporter, Spool, SpoolReporter
+from proxy.settings import ProxySettings, Site, compile_sites, load_settings
+from proxy.stages import Stage, build_pipeline, run_pipeline
+from proxy.stages.act import NO_STORE
+from proxy.stages.flow import BodyTooLarge, Flow, Forward, Respond
+from proxy.tokens import TokenSigner, load_or_create_secret
+from rules.counters import Counters, MemoryCounters, RedisCounters
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SCORED = "activelead_scored"
+
+
+class ActiveleadMitm:
+    """mitmproxy addon: match -> read -> token -> score -> act -> record on each request."""
+
+    def __init__(self) -> None:
+        self.settings: ProxySettings | None = None
+        self.site: Site | None = None
+        self.stages: list[Stage] = []
+        self.counters: Counters | None = None
+        self.reporter: LogReporter | SpoolReporter | None = None
+        self.signer: TokenSigner | None = None
+        self.resolver: ClientIpResolver | None = None
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("activelead_config", str, "", "Path of activelead.yaml.")
+        loader.add_option("activelead_site", str, "", "Site id to protect (default: first).")
+
+    def configure(self, updated: set[str]) -> None:
+        if "activelead_config" not in updated and self.settings is not None:
+            return
+        settings = load_settings(ctx.options.activelead_config or None)
+        sites = {s.id: s for s in compile_sites(settings).values()}
+        if not sites:
+            raise ValueError("activelead: the config has no sites")
+        wanted = ctx.options.activelead_site or settings.sites[0].id
+        if wanted not in sites:
+            raise ValueError(f"activelead: no site {wanted!r} in the config")
+        self.settings, self.site = settings, sites[wanted]
+        pc = settings.proxy
+        self.signer = TokenSigner(pc.render_secret or load_or_create_secret(pc.state_dir),
+                                  pc.render_previous_secrets, pc.token_ttl_s)
+        self.resolver = ClientIpResolver(pc.trusted_proxies, pc.client_ip_headers)
+
+    async def running(self) -> None:
+        from rules.engine import Engine
+        from rules.scorer import Scorer
+
+        assert self.settings is not None and self.signer is not None
+        pc = self.settings.proxy
+        url = self.settings.redis.url
+        self.counters = RedisCounters(url) if url else MemoryCounters()
+        link = pc.control_api
+        if link.url:
+            self.reporter = SpoolReporter(
+                Spool(pc.state_dir / "spool" / "mitm", link.batch_max_events),
+                url=link.url, edge_token=link.edge_token,
+                fsync_interval_s=pc.spool_fsync_interval_s,
+                flush_interval_s=link.flush_interval_s, timeout_s=link.timeout_s,
+                max_backoff_s=link.max_backoff_s,
+            )
+        else:
+            self.reporter = LogReporter()
+        await self.reporter.start()
+        engine = Engine.from_config(self.settings.scoring)
+        self.stages = build_pipeline(
+            signer=self.signer, counters=self.counters, scorer=Scorer(engine, self.counters),
+            reporter=self.reporter, token_ttl_s=pc.token_ttl_s,
+        )
+
+    async def done(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.close()
+        if self.counters is not None:
+            await self.counters.close()
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        for name in [n for n in req.headers if n.lower().startswith("x-activelead-")]:
+            del req.headers[name]  # only this proxy may speak for Activelead
+        site = self.site
+        if site is None or not self.stages or req.method not in BODY_METHODS or not site.forms:
+            return
+        assert self.resolver is not None
+        headers = {k.lower(): ", ".join(req.headers.get_all(k)) for k in req.headers}
+        peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        body = req.raw_content or b""
+
+        async def read_body(limit: int) -> bytes:
+            if len(body) > limit:
+                raise BodyTooLarge(limit)
+            return body
+
+        state = Flow(
+            site=site, method=req.method, path=req.path.split("?", 1)[0], scheme=req.scheme,
+            host=req.host_header or req.pretty_host, client_ip=self.resolver.resolve(peer, headers),
+            headers=headers, read_body=read_body,
+        )
+        await run_pipeline(self.stages, state)
+        outcome = state.outcome
+        if state.passthrough or outcome is None:
+            return
+        if isinstance(outcome, Respond):
+            out_headers = {"Content-Type": f"{outcome.content_type}; charset=utf-8",
+                           "Cache-Control": NO_STORE, **outcome.headers}
+            flow.response = http.Response.make(outcome.status, outcome.body.encode(), out_headers)
+            return
+        assert isinstance(outcome, Forward)
+        req.raw_content = outcome.body
+        req.headers["content-length"] = str(len(outcome.body))
+        for name, value in outcome.headers.items():
+            req.headers[name] = value
+        flow.metadata[SCORED] = outcome.headers
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        resp, site = flow.response, self.site
+        if resp is None or site is None:
+            return
+        scored = flow.metadata.get(SCORED)
+        if scored is not None:
+            resp.headers["Cache-Control"] = NO_STORE
+            if site.config.result_headers_on_response:
+                resp.headers.update(scored)
+            return
+        if (
+            not site.render_enabled or flow.request.method != "GET" or resp.status_code != 200
+            or self.signer is None
+            or not render.wants_render(resp.headers.get("content-type", ""),
+                                       resp.headers.get("content-encoding", ""))
+        ):
+            return
+        page = resp.get_content(strict=False) or b""
+        if len(page) > site.config.render.max_html_bytes:
+            return
+        new, count = render.inject(page, site=site, signer=self.signer,
+                                   page_path=flow.request.path.split("?", 1)[0],
+                                   snippet_src=site.config.render.snippet_src)
+        if count:
+            resp.content = new  # re-encoded with the response's Content-Encoding
+            resp.headers["Cache-Control"] = NO_STORE
+
+
+addons = [ActiveleadMitm()]
+
+
+def mitmdump_command(
+    *, config: str | None, site: str | None, host: str, port: int, extra: list[str] | None = None
+) -> list[str]:
+    """The mitmdump command line for reverse mode in front of the site's origin."""
+    settings = load_settings(config)
+    sites = {s.id: s for s in settings.sites}
+    if not sites:
+        raise ValueError("the config has no sites")
+    chosen = sites[site] if site else settings.sites[0]
+    exe = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
+    cmd = [
+        exe, "--mode", f"reverse:{chosen.origin}@{port}", "--listen-host", host,
+        "--set", "keep_host_header=true", "--set", "connection_strategy=lazy",
+        "-s", str(Path(__file__).resolve()),
+        "--set", f"activelead_site={chosen.id}", "-q",
+    ]
+    if config:
+        cmd += ["--set", f"activelead_config={Path(config).resolve()}"]
+    return cmd + list(extra or [])
+
+
+def run_mitmdump(
+    *, config: str | None, site: str | None, host: str, port: int, extra: list[str] | None = None
+) -> int:
+    """Run mitmdump with the addon until it exits; returns its exit code."""
+    cmd = mitmdump_command(config=config, site=site, host=host, port=port, extra=extra)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    return subprocess.call(cmd, env=env)

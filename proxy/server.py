@@ -1,0 +1,180 @@
+"""Running the proxy: listeners (HTTP, HTTPS with SNI, admin) and N worker processes.
+
+Each worker is a process of its own with its own uvloop event loop and its own listening socket
+bound with SO_REUSEPORT, so the kernel spreads connections over workers without a shared accept
+lock. The supervisor only starts, watches and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from proxy.admin import create_admin_app
+from proxy.app import create_app
+from proxy.protocol import ProxyRunner
+from proxy.settings import ProxySettings, load_settings
+from proxy.tls import SniContexts
+from rules.engine import Engine
+
+log = logging.getLogger("activelead.proxy")
+
+
+async def serve(
+    settings: ProxySettings,
+    *,
+    worker: int = 0,
+    admin: bool = True,
+    started: Callable[[dict[str, int]], None] | None = None,
+    stop: asyncio.Event | None = None,
+    engine: Engine | None = None,
+) -> None:
+    """Run one worker until `stop` is set (or SIGTERM/SIGINT when no event is given)."""
+    pc = settings.proxy
+    engine = engine or Engine.from_config(settings.scoring)
+    app = create_app(settings, engine=engine, worker=worker)
+    runner = ProxyRunner(
+        app, access_log=None, handle_signals=False, header_timeout_s=pc.header_timeout_s
+    )
+    await runner.setup()
+    ports: dict[str, int] = {}
+    cleanups: list[Callable[[], Awaitable[None]]] = [runner.cleanup]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        http = web.TCPSite(runner, pc.host, pc.port, reuse_port=True, backlog=1024)
+        await http.start()
+        ports["http"] = _port(http)
+        if pc.tls_port is not None:
+            sni = SniContexts(settings)
+            https = web.TCPSite(runner, pc.host, pc.tls_port, ssl_context=sni.listener,
+                                reuse_port=True, backlog=1024)
+            await https.start()
+            ports["https"] = _port(https)
+            tasks.append(asyncio.create_task(_reload_tls(sni, pc.tls_reload_interval_s)))
+        if admin and pc.admin_port is not None:
+            admin_runner = web.AppRunner(create_admin_app(app), access_log=None,
+                                         handle_signals=False)
+            await admin_runner.setup()
+            cleanups.insert(0, admin_runner.cleanup)
+            admin_site = web.TCPSite(admin_runner, pc.admin_host, pc.admin_port)
+            await admin_site.start()
+            ports["admin"] = _port(admin_site)
+        log.info("worker %d serving %s", worker, ports)
+        if started is not None:
+            started(ports)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for cleanup in cleanups:
+            await cleanup()
+
+
+def _port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the loop's server here; the port may have been 0
+    sockets = getattr(server, "sockets", None)
+    assert sockets, "listener has no socket"
+    return int(sockets[0].getsockname()[1])
+
+
+async def _reload_tls(sni: SniContexts, interval_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        await loop.run_in_executor(None, sni.reload)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _worker_main(
+    config: str | None, overrides: dict[str, Any], worker: int, engine: Engine | None = None
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _quiet_event_log()
+    settings = load_settings(config, **overrides)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(settings, worker=worker, admin=worker == 0, engine=engine))
+
+
+def _quiet_event_log() -> None:
+    # Standalone event lines go to stdout bare, one JSON object per line, for log shippers.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    events = logging.getLogger("activelead.events")
+    events.addHandler(handler)
+    events.propagate = False
+    events.setLevel(logging.INFO)
+
+
+def run_workers(config: str | None, overrides: dict[str, Any]) -> int:
+    """Start the workers and wait; SIGTERM/SIGINT stop them all. Returns an exit code."""
+    settings = load_settings(config, **overrides)  # fail here, once, on a bad config
+    workers = settings.proxy.workers or os.cpu_count() or 1
+    if workers == 1:
+        _worker_main(config, overrides, 0)
+        return 0
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Metrics from every worker are summed by the admin endpoint (prometheus multiprocess).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="activelead-metrics-")
+    if not settings.proxy.render_secret:
+        from proxy.tokens import load_or_create_secret
+
+        load_or_create_secret(Path(settings.proxy.state_dir))  # one key for every worker
+    # The engine's data (~100 MB) is loaded once here and the workers are forked from it, so
+    # they share those pages copy-on-write; gc.freeze keeps the collector from touching them.
+    # No event loop, socket or thread exists yet in this process, which makes fork safe.
+    engine = Engine.from_config(settings.scoring)
+    gc.freeze()
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(target=_worker_main, args=(config, overrides, i, engine),
+                    name=f"activelead-w{i}")
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    stopping = False
+
+    def _stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = 0
+    for proc in procs:
+        proc.join()
+        if proc.exitcode and not stopping:
+            code = 1
+            _stop(signal.SIGTERM, None)  # one worker died: take the rest down, let the
+            # service manager restart the whole proxy rather than run short-handed silently
+    return code

@@ -1,0 +1,548 @@
+"""ProxySettings: the one settings class of `activelead proxy` (init > env > yaml > defaults).
+
+It reads the `proxy:` and `sites:` sections of activelead.yaml, plus the shared `redis:` and
+`scoring:` sections. Everything is validated here, once; `compile_sites` then turns the sites into
+lookup tables and compiled patterns so that nothing is parsed per request.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from rules.config import ConfigError, ScoringConfig, Thresholds, format_validation_error
+
+DEFAULT_CONFIG = Path("activelead.yaml")
+MiB = 1024 * 1024
+
+Mode = Literal["enforce", "monitor", "off"]
+BlockAction = Literal["reject", "fake_success", "redirect"]
+
+DEFAULT_BLOCK_PAGE = (
+    "<!doctype html><meta charset=utf-8><title>Submission refused</title>"
+    "<h1>Submission refused</h1><p>This submission could not be accepted. "
+    "If you are a person, please try again or contact the site owner.</p>"
+)
+DEFAULT_THANK_YOU_PAGE = (
+    "<!doctype html><meta charset=utf-8><title>Thank you</title>"
+    "<h1>Thank you</h1><p>Your message has been received.</p>"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    """Bounds on one upstream exchange; an origin that overruns them gets a 502/504 page."""
+
+    connect_s: float = Field(default=5.0, gt=0, le=300, description="Connecting to the origin.")
+    read_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Longest silence between two reads from the origin.",
+    )
+    total_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="From sending the request until the origin's response headers arrive.",
+    )
+
+
+class FieldMap(_Strict):
+    """Which form fields carry the lead's identity; missing names are simply not mapped."""
+
+    email: list[str] = Field(
+        default_factory=lambda: ["email", "e-mail", "your-email", "mail"],
+        description="Field names holding the e-mail address (first present wins).",
+    )
+    name: list[str] = Field(
+        default_factory=lambda: ["name", "your-name", "full_name", "fullname"],
+        description="Field names holding the person's name.",
+    )
+    message: list[str] = Field(
+        default_factory=lambda: ["message", "your-message", "comment", "body"],
+        description="Field names holding free text.",
+    )
+    lead_id: list[str] = Field(
+        default_factory=list, description="Field names holding the site's own lead id."
+    )
+    honeypot: list[str] = Field(
+        default_factory=list,
+        description="The site's own honeypot fields (filled => honeypot_filled); the proxy's "
+        "rendered honeypot is always checked too.",
+    )
+
+
+class FormConfig(_Strict):
+    """One protected form route of a site."""
+
+    id: str = Field(description="Form id, reported in events and to the scoring engine.")
+    path: str = Field(
+        description="Path pattern: exact (`/contact`), glob (`/forms/*`, `*` stays inside one "
+        "segment, `**` spans segments) or a regex prefixed with `re:`."
+    )
+    methods: list[str] = Field(default_factory=lambda: ["POST"], description="HTTP methods.")
+    mode: Mode | None = Field(default=None, description="Overrides the site's mode for this form.")
+    fields: FieldMap = Field(
+        default_factory=lambda: FieldMap.model_validate({}), description="Field mapping."
+    )
+    max_body_bytes: int = Field(
+        default=1 * MiB,
+        ge=1024,
+        le=1024 * MiB,
+        description="Largest body read for scoring; larger bodies get 413.",
+    )
+    action: BlockAction = Field(default="reject", description="What a blocked visitor gets.")
+    block_status: int = Field(
+        default=403, ge=400, le=499, description="Status of a `reject` response."
+    )
+    block_page: str = Field(
+        default=DEFAULT_BLOCK_PAGE, description="HTML body of a `reject` response."
+    )
+    thank_you_page: str = Field(
+        default=DEFAULT_THANK_YOU_PAGE, description="HTML body of a `fake_success` response (200)."
+    )
+    redirect_url: str | None = Field(
+        default=None, description="Where `redirect` sends the visitor (303)."
+    )
+    on_error: Literal["forward", "block"] = Field(
+        default="forward",
+        description="When scoring fails or times out: forward (label `degraded`) or block.",
+    )
+    score_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=30,
+        description="Longest wait for a verdict before `on_error` applies.",
+    )
+    require_token: bool = Field(
+        default=True,
+        description="On sites with render protection, block posts without a valid render token "
+        "(bots that never loaded the page) whatever the score.",
+    )
+    thresholds: Thresholds | None = Field(
+        default=None, description="Overrides the scoring thresholds."
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one method")
+        return [m.upper() for m in v]
+
+    @field_validator("path")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        compile_path(v)
+        return v
+
+    @model_validator(mode="after")
+    def _redirect(self) -> FormConfig:
+        if self.action == "redirect" and not self.redirect_url:
+            raise ValueError("action `redirect` needs redirect_url")
+        return self
+
+
+class RenderConfig(_Strict):
+    """Render protection: a signed token and a honeypot inserted into the site's HTML forms."""
+
+    enabled: bool = Field(
+        default=True, description="Insert token and honeypot into protected forms."
+    )
+    max_html_bytes: int = Field(
+        default=2 * MiB, ge=1024, description="Larger HTML pages (decoded) are passed on unchanged."
+    )
+    snippet_src: str | None = Field(
+        default=None,
+        description="If set, a `<script src=... async>` with this URL is added before </body>.",
+    )
+
+
+class SiteTls(_Strict):
+    """TLS termination for one site (chosen by SNI)."""
+
+    cert_file: Path = Field(description="PEM certificate chain.")
+    key_file: Path = Field(description="PEM private key.")
+    redirect_http: bool = Field(
+        default=True, description="Answer plain-HTTP requests with a 308 to https."
+    )
+    hsts_max_age_s: int = Field(
+        default=0,
+        ge=0,
+        description="Strict-Transport-Security max-age on HTTPS responses; 0 = no header.",
+    )
+
+
+class OriginTls(_Strict):
+    """How the proxy checks an https origin."""
+
+    verify: bool = Field(default=True, description="Verify the origin's certificate and host name.")
+    ca_file: Path | None = Field(default=None, description="Extra CA bundle (PEM) for the origin.")
+
+
+class SiteConfig(_Strict):
+    """One site in front of one origin."""
+
+    id: str = Field(description="Site id, reported in events and bound into render tokens.")
+    hosts: list[str] = Field(description="Host names (Host / SNI) served for this site.")
+    origin: str = Field(description="Origin base URL, e.g. http://127.0.0.1:8000.")
+    project_id: str = Field(
+        default="", description="Control-API project the site's events belong to."
+    )
+    mode: Mode = Field(
+        default="enforce", description="enforce (block), monitor (record only) or off."
+    )
+    preserve_host: bool = Field(
+        default=True, description="Send the visitor's Host to the origin (else the origin's host)."
+    )
+    timeouts: Timeouts = Field(
+        default_factory=lambda: Timeouts.model_validate({}), description="Upstream time limits."
+    )
+    max_body_bytes: int = Field(
+        default=100 * MiB,
+        ge=0,
+        description="Largest pass-through request body (413 above); 0 = no limit.",
+    )
+    result_headers_on_response: bool = Field(
+        default=False, description="Also send X-Activelead-* result headers back to the visitor."
+    )
+    honeypot_field: str = Field(
+        default="",
+        description="Name of the rendered honeypot field; default derived from the site id, "
+        "chosen not to look like a real field to browsers' and password managers' autofill.",
+    )
+    render: RenderConfig = Field(
+        default_factory=lambda: RenderConfig.model_validate({}), description="Render protection."
+    )
+    tls: SiteTls | None = Field(default=None, description="Serve this site over HTTPS.")
+    origin_tls: OriginTls = Field(
+        default_factory=lambda: OriginTls.model_validate({}), description="TLS to the origin."
+    )
+    forms: list[FormConfig] = Field(default_factory=list, description="Protected form routes.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one host")
+        return [h.lower().rstrip(".") for h in v]
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/?#]+/?$", v):
+            raise ValueError("must be http(s)://host[:port] without a path")
+        return v.rstrip("/")
+
+
+class ControlApiLink(_Strict):
+    """Where events are shipped; unset url = standalone mode (events logged as JSON lines)."""
+
+    url: str | None = Field(
+        default=None, description="Control API base URL, e.g. http://127.0.0.1:8700."
+    )
+    edge_token: str = Field(
+        default="", description="Bearer token of this edge for the control API."
+    )
+    batch_max_events: int = Field(default=500, ge=1, le=5000, description="Most events per batch.")
+    flush_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the spool is shipped."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one batch upload.")
+    max_backoff_s: float = Field(
+        default=60.0, gt=0, description="Longest pause between failed uploads."
+    )
+
+
+class ProxyConfig(_Strict):
+    """The `proxy:` section: listeners, trust, limits, tokens and reporting."""
+
+    host: str = Field(default="0.0.0.0", description="Address the proxy listens on.")  # noqa: S104
+    port: int = Field(default=8080, ge=0, le=65535, description="Plain-HTTP port.")
+    tls_port: int | None = Field(
+        default=None, ge=0, le=65535, description="HTTPS port (sites with `tls:` are served there)."
+    )
+    admin_host: str = Field(
+        default="127.0.0.1", description="Address of the admin (health/metrics) port."
+    )
+    admin_port: int | None = Field(
+        default=9180, ge=0, le=65535, description="Admin port; null turns it off."
+    )
+    workers: int = Field(default=0, ge=0, le=256, description="Worker processes; 0 = one per CPU.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of proxies/CDNs in front of this one; only their client-IP headers "
+        "are believed.",
+    )
+    client_ip_headers: list[str] = Field(
+        default_factory=lambda: ["cf-connecting-ip", "x-forwarded-for", "x-real-ip", "forwarded"],
+        description="Headers read (in this order) from trusted proxies for the client IP.",
+    )
+    max_field_bytes: int = Field(
+        default=8190, ge=1024, le=65536, description="Longest request line or header field."
+    )
+    header_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="A connection must deliver its first request head within this time (408).",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Reading a protected form's body must finish within this time (408).",
+    )
+    max_headers: int = Field(default=100, ge=10, le=1000, description="Most request header fields.")
+    render_secret: str = Field(
+        default="",
+        description="HMAC key of render tokens; empty = a random key kept in `state_dir`.",
+    )
+    render_previous_secrets: list[str] = Field(
+        default_factory=list,
+        description="Retired keys still accepted for verification (keep them for token_ttl_s).",
+    )
+    token_ttl_s: int = Field(
+        default=2 * 3600, ge=60, description="Age after which a render token is `token_expired`."
+    )
+    state_dir: Path = Field(
+        default=Path("var/proxy"), description="Spool and generated keys live here."
+    )
+    spool_fsync_interval_s: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="Group-commit interval of the event spool (each event is written at once).",
+    )
+    tls_reload_interval_s: float = Field(
+        default=5.0, gt=0, description="How often certificate files are checked for changes."
+    )
+    control_api: ControlApiLink = Field(
+        default_factory=lambda: ControlApiLink.model_validate({}), description="Event shipping."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for i, cidr in enumerate(v):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}") from None
+        return v
+
+    @field_validator("client_ip_headers")
+    @classmethod
+    def _known_headers(cls, v: list[str]) -> list[str]:
+        known = {"cf-connecting-ip", "x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip"}
+        out = [h.lower() for h in v]
+        bad = [h for h in out if h not in known]
+        if bad:
+            raise ValueError(f"unknown header {bad[0]!r}; known: {sorted(known)}")
+        return out
+
+
+class RedisRef(BaseModel):
+    """The shared top-level `redis:` section (only the url matters here)."""
+
+    model_config = ConfigDict(extra="ignore")
+    url: str | None = Field(
+        default=None, description="Redis URL for shared counters; memory if unset."
+    )
+
+
+class ProxySettings(BaseSettings):
+    """Settings of `activelead proxy`: the `proxy:`, `sites:`, `redis:` and `scoring:` sections."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ACTIVELEAD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    proxy: ProxyConfig = Field(
+        default_factory=lambda: ProxyConfig.model_validate({}),
+        description="Proxy process settings.",
+    )
+    sites: list[SiteConfig] = Field(default_factory=list, description="Sites served by the proxy.")
+    redis: RedisRef = Field(
+        default_factory=lambda: RedisRef.model_validate({}), description="Shared counters store."
+    )
+    scoring: ScoringConfig = Field(
+        default_factory=lambda: ScoringConfig.model_validate({}),
+        description="Scoring thresholds, lists and rules.",
+    )
+
+    @field_validator("sites")
+    @classmethod
+    def _unique(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
+        seen_ids: set[str] = set()
+        seen_hosts: dict[str, str] = {}
+        for site in sites:
+            if site.id in seen_ids:
+                raise ValueError(f"site id {site.id!r} used twice")
+            seen_ids.add(site.id)
+            for host in site.hosts:
+                if host in seen_hosts:
+                    raise ValueError(f"host {host!r} in sites {seen_hosts[host]!r} and {site.id!r}")
+                seen_hosts[host] = site.id
+            form_ids = [f.id for f in site.forms]
+            if len(set(form_ids)) != len(form_ids):
+                raise ValueError(f"site {site.id!r}: form ids must be unique")
+        return sites
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file") is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> ProxySettings:
+    """Settings from `config` (default ./activelead.yaml if present), env and `overrides`.
+
+    Raises ConfigError naming the file and the key that is wrong.
+    """
+    path = Path(config) if config is not None else DEFAULT_CONFIG
+    source = str(path)
+    try:
+        if config is None and not path.exists():
+            return ProxySettings(**overrides)
+        if not path.exists():
+            raise ConfigError(source, "", "no such config file")
+        from rules.config import load_yaml
+
+        load_yaml(path)  # fail with the file's name on unreadable / non-mapping YAML
+
+        # The file is chosen at run time, while pydantic-settings reads it from model_config:
+        # a throwaway subclass carries the path without global state.
+        class _FromFile(ProxySettings):
+            model_config = SettingsConfigDict(yaml_file=path)
+
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise format_validation_error(source, exc) from exc
+
+
+# --- compiled forms: what the request path uses ---------------------------------------------
+
+
+def compile_path(pattern: str) -> re.Pattern[str]:
+    """Compile a form path pattern once (see FormConfig.path)."""
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(pattern[3:])
+        except re.error as exc:
+            raise ValueError(f"bad regex: {exc}") from None
+    if not pattern.startswith("/"):
+        raise ValueError("must start with '/' (or 're:' for a regex)")
+    if "*" not in pattern and "?" not in pattern and "[" not in pattern:
+        return re.compile(re.escape(pattern) + r"\Z")
+    parts = []
+    for chunk in re.split(r"(\*\*|\*)", pattern):
+        if chunk == "**":
+            parts.append(".*")
+        elif chunk == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append(fnmatch.translate(chunk).removeprefix("(?s:").removesuffix(")\\Z"))
+    return re.compile("".join(parts) + r"\Z")
+
+
+def default_honeypot_name(site_id: str) -> str:
+    # Autofill engines key on words like name/mail/phone/address/user/pass; an opaque name with
+    # none of them is skipped by browsers and password managers, so people never fill it.
+    import hashlib
+
+    return "alx_" + hashlib.sha256(site_id.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A FormConfig with its path compiled and its mode resolved against the site."""
+
+    config: FormConfig
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    mode: Mode
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A SiteConfig with everything the hot path needs precomputed."""
+
+    config: SiteConfig
+    forms: tuple[Form, ...]
+    honeypot: str
+    origin_host: str
+    max_body_bytes: int
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def render_enabled(self) -> bool:
+        return self.config.render.enabled and self.config.mode != "off" and bool(self.forms)
+
+    def match(self, method: str, path: str) -> Form | None:
+        for form in self.forms:
+            if method in form.methods and form.pattern.match(path):
+                return form
+        return None
+
+    def match_action(self, path: str) -> Form | None:
+        """The protected form a rendered <form action> posts to, if any."""
+        return self.match("POST", path)
+
+
+def compile_sites(settings: ProxySettings) -> dict[str, Site]:
+    """Host name -> Site, built once at start-up."""
+    out: dict[str, Site] = {}
+    for cfg in settings.sites:
+        forms = tuple(
+            Form(
+                config=f,
+                pattern=compile_path(f.path),
+                methods=frozenset(f.methods),
+                mode=f.mode or cfg.mode,
+            )
+            for f in cfg.forms
+        )
+        site = Site(
+            config=cfg,
+            forms=forms,
+            honeypot=cfg.honeypot_field or default_honeypot_name(cfg.id),
+            origin_host=cfg.origin.split("://", 1)[1],
+            max_body_bytes=cfg.max_body_bytes,
+        )
+        for host in cfg.hosts:
+            out[host] = site
+    return out

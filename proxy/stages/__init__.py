@@ -1,0 +1,54 @@
+"""The protected-form pipeline: small stages over one shared Flow, in one declared order.
+
+match -> read -> token -> score -> act -> record. A stage that decides (a Respond outcome, or
+pass-through) short-circuits the rest, except stages marked `always` (record).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from proxy import metrics
+from proxy.stages.act import Act
+from proxy.stages.flow import Flow, ScorerLike
+from proxy.stages.match import Match
+from proxy.stages.read import Read
+from proxy.stages.record import Record, Reporter
+from proxy.stages.score import Score
+from proxy.stages.token import Token
+from proxy.tokens import TokenSigner
+from rules.counters import Counters
+
+
+class Stage(Protocol):
+    always: bool
+
+    async def __call__(self, flow: Flow) -> None: ...
+
+
+def build_pipeline(
+    *, signer: TokenSigner, counters: Counters, scorer: ScorerLike, reporter: Reporter,
+    token_ttl_s: int,
+) -> list[Stage]:
+    """The one place the order of stages is written down."""
+    return [
+        Match(),
+        Read(),
+        Token(signer, counters, token_ttl_s),
+        Score(scorer),
+        Act(),
+        Record(reporter),
+    ]
+
+
+async def run_pipeline(stages: list[Stage], flow: Flow) -> Flow:
+    started = time.perf_counter()
+    for stage in stages:
+        if flow.decided and not stage.always:
+            continue
+        await stage(flow)
+        if flow.passthrough:
+            return flow
+    metrics.SCORING_LATENCY.observe(time.perf_counter() - started)
+    return flow

@@ -1,0 +1,63 @@
+"""Act stage: turns the verdict into what happens to the request (block, or forward + headers)."""
+
+from __future__ import annotations
+
+from proxy.formbody import strip
+from proxy.stages.flow import Flow, Forward, Respond
+from proxy.tokens import TOKEN_FIELD
+from rules.model import Verdict
+
+NO_STORE = "no-store, private"
+
+
+def result_headers(verdict: Verdict) -> dict[str, str]:
+    return {
+        "X-Activelead-Score": str(verdict.score),
+        "X-Activelead-Decision": verdict.decision,
+        "X-Activelead-Labels": ",".join(verdict.labels),
+        "X-Activelead-Trace-Id": verdict.trace_id,
+    }
+
+
+class Act:
+    """enforce: block with the form's response; monitor: forward and record `would_block`."""
+
+    always = False
+
+    async def __call__(self, flow: Flow) -> None:
+        form, verdict, sub = flow.form, flow.verdict, flow.submission
+        assert form is not None and verdict is not None and sub is not None
+        cfg = form.config
+        failed = bool(flow.extra.get("score_failed"))
+        # A post to a form the proxy renders without any genuine token comes from a client that
+        # never loaded the page: blocked whatever the score, unless the form opts out. Expired
+        # (a tab left open) and replayed (a double submit) tokens are left to the score.
+        no_token = (
+            flow.site.render_enabled and cfg.require_token
+            and sub.signals.token_state in ("missing", "invalid")
+        )
+        block = verdict.decision == "blocked" or no_token
+        if failed:
+            block = cfg.on_error == "block"
+        if block and form.mode == "enforce":
+            flow.action = "blocked"
+            flow.outcome = self._block(flow, verdict)
+            return
+        flow.action = "would_block" if block else ("error_forwarded" if failed else "forwarded")
+        body = strip(flow.content_type, flow.body, {flow.site.honeypot, TOKEN_FIELD})
+        flow.outcome = Forward(body, result_headers(verdict))
+
+    @staticmethod
+    def _block(flow: Flow, verdict: Verdict) -> Respond:
+        assert flow.form is not None
+        cfg = flow.form.config
+        headers = {"Cache-Control": NO_STORE}
+        if flow.site.config.result_headers_on_response:
+            headers.update(result_headers(verdict))
+        if cfg.action == "fake_success":
+            return Respond(200, cfg.thank_you_page, "text/html", headers)
+        if cfg.action == "redirect":
+            assert cfg.redirect_url is not None
+            headers["Location"] = cfg.redirect_url
+            return Respond(303, "", "text/plain", headers)
+        return Respond(cfg.block_status, cfg.block_page, "text/html", headers)

@@ -1,0 +1,89 @@
+"""The shared state of one protected form request, passed through every stage.
+
+Nothing here knows about aiohttp or mitmproxy: an edge adapter fills in the request side
+(including a `read_body` callable) and carries out the outcome the stages leave behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from proxy.formbody import ParsedBody
+from proxy.settings import Form, Site
+from proxy.tokens import TokenCheck
+from rules.config import Thresholds
+from rules.model import Submission, Verdict
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the route allows (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+class BodyTimeout(Exception):
+    """The client did not send the body in time (408)."""
+
+
+class ScorerLike(Protocol):
+    """What the score stage needs: rules.Scorer, or anything with its `score` coroutine."""
+
+    async def score(
+        self, submission: Submission, thresholds: Thresholds | None = None
+    ) -> Verdict: ...
+
+
+@dataclass(slots=True)
+class Respond:
+    """Answer the visitor directly (block page, 4xx); the origin never sees the request."""
+
+    status: int
+    body: str
+    content_type: str = "text/html"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Forward:
+    """Send the (possibly stripped) body to the origin, with extra headers."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Flow:
+    """One form request on its way through the stages."""
+
+    site: Site
+    method: str
+    path: str
+    scheme: str
+    host: str
+    client_ip: str
+    headers: dict[str, str]  # lowercase names; repeated headers joined with ", "
+    read_body: Callable[[int], Awaitable[bytes]]
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    form: Form | None = None
+    body: bytes = b""
+    parsed: ParsedBody | None = None
+    submission: Submission | None = None
+    token: TokenCheck | None = None
+    verdict: Verdict | None = None
+    action: str = ""  # forwarded | blocked | would_block | error_forwarded
+    outcome: Respond | Forward | None = None
+    passthrough: bool = False  # not a protected request: stream it untouched
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    @property
+    def decided(self) -> bool:
+        return self.passthrough or isinstance(self.outcome, Respond)

@@ -1,0 +1,73 @@
+"""Read stage: the bounded body read, parsed into fields and mapped onto a Submission."""
+
+from __future__ import annotations
+
+from proxy.formbody import BodyError, parse
+from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Respond
+from proxy.tokens import TOKEN_FIELD
+from rules.model import MAX_FIELD_CHARS, Signals, Submission
+
+# Headers the engine may use (user-agent, language and fetch metadata); the rest stay private.
+SCORED_HEADERS = (
+    "user-agent", "accept", "accept-language", "accept-encoding", "origin", "referer",
+    "content-type", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
+    "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "dnt", "x-requested-with",
+)
+
+
+def _first(fields: dict[str, str], names: list[str]) -> str:
+    for name in names:
+        value = fields.get(name)
+        if value:
+            return value
+    return ""
+
+
+class Read:
+    """Reads at most the form's max_body_bytes; a malformed or oversized body is a clear 4xx."""
+
+    always = False
+
+    async def __call__(self, flow: Flow) -> None:
+        assert flow.form is not None
+        limit = flow.form.config.max_body_bytes
+        try:
+            flow.body = await flow.read_body(limit)
+            parsed = parse(flow.content_type, flow.body)
+        except BodyTooLarge as exc:
+            flow.outcome = Respond(413, f"Request body too large: this form accepts at most "
+                                        f"{exc.limit} bytes.\n", "text/plain")
+            return
+        except BodyTimeout:
+            flow.outcome = Respond(408, "Request Timeout: the form body did not arrive in time.\n",
+                                   "text/plain", {"Connection": "close"})
+            return
+        except BodyError as exc:
+            flow.outcome = Respond(400, f"Malformed form submission: {exc}.\n", "text/plain")
+            return
+        flow.parsed = parsed
+        fmap = flow.form.config.fields
+        honeypots = [flow.site.honeypot, *fmap.honeypot]
+        proxy_fields = {flow.site.honeypot, TOKEN_FIELD}
+        fields = {
+            k: v[:MAX_FIELD_CHARS] for k, v in parsed.fields.items() if k not in proxy_fields
+        }
+        flow.submission = Submission(
+            project_id=flow.site.config.project_id,
+            form_id=flow.form.id,
+            lead_id=_first(fields, fmap.lead_id)[:2048],
+            ip=flow.client_ip,
+            email=_first(fields, fmap.email)[:2048],
+            user_agent=flow.headers.get("user-agent", "")[:2048],
+            fields=fields,
+            headers={h: flow.headers[h][:2048] for h in SCORED_HEADERS if h in flow.headers},
+            page_url=flow.headers.get("referer", "")[:2048],
+            referrer="",
+            token=parsed.fields.get(TOKEN_FIELD, "")[:2048],
+            metadata={"siteId": flow.site.id, "path": flow.path, "bodyKind": parsed.kind,
+                      "name": _first(fields, fmap.name)[:256],
+                      "files": parsed.files[:20]},
+            signals=Signals(
+                honeypot_filled=any(parsed.fields.get(h, "").strip() for h in honeypots)
+            ),
+        )

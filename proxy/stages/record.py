@@ -1,0 +1,50 @@
+"""Record stage: every scored submission becomes one event, handed to the reporter."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from proxy import metrics
+from proxy.stages.flow import Flow
+
+
+class Reporter(Protocol):
+    def emit(self, event: dict[str, Any]) -> None: ...
+
+
+def make_event(flow: Flow) -> dict[str, Any]:
+    sub, verdict, form = flow.submission, flow.verdict, flow.form
+    assert sub is not None and verdict is not None and form is not None
+    return {
+        "traceId": verdict.trace_id,
+        "siteId": flow.site.id,
+        "projectId": sub.project_id,
+        "formId": sub.form_id,
+        "leadId": sub.lead_id,
+        "receivedAt": flow.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "mode": form.mode,
+        "action": flow.action,
+        "ip": sub.ip,
+        "email": sub.email,
+        "userAgent": sub.user_agent,
+        "pageUrl": sub.page_url,
+        "verdict": verdict.to_json(),
+        "isTest": sub.is_test,
+    }
+
+
+class Record:
+    """Runs even after a block decision; skips requests that were never scored."""
+
+    always = True
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    async def __call__(self, flow: Flow) -> None:
+        if flow.verdict is None or flow.form is None or not flow.action:
+            return
+        self._reporter.emit(make_event(flow))
+        metrics.decision(flow.site.id, flow.form.id, flow.action)
+        for label in flow.verdict.labels:
+            metrics.label(flow.site.id, label)

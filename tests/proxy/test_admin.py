@@ -1,0 +1,39 @@
+"""The admin port: health (liveness + readiness) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from proxy.admin import create_admin_app
+from tests.proxy.conftest import MakeProxy, site_config
+
+
+async def test_health_and_metrics(origin: TestServer, make_proxy: MakeProxy) -> None:
+    proxy = await make_proxy([site_config(str(origin.make_url("")))])
+    admin = TestServer(create_admin_app(proxy.app), host="127.0.0.1")
+    await admin.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{proxy.port}/contact",
+                              data={"email": "x@mailinator.com"},
+                              headers={"Host": "site.test"}) as r:
+                assert r.status == 403
+            async with s.get(f"http://127.0.0.1:{proxy.port}/echo",
+                             headers={"Host": "site.test"}) as r:
+                assert r.status == 200
+            async with s.get(admin.make_url("/__activelead/health")) as r:
+                assert r.status == 200
+                body = await r.json()
+            assert body == {"status": "ok", "ready": True, "sites": 1,
+                            "countersDegraded": False, "spool": None}
+            async with s.get(admin.make_url("/metrics")) as r:
+                text = await r.text()
+        for name in ("activelead_proxy_requests_total", "activelead_proxy_decisions_total",
+                     "activelead_proxy_labels_total", "activelead_proxy_scoring_seconds_bucket",
+                     "activelead_proxy_upstream_seconds_bucket", "activelead_proxy_spool_events",
+                     "activelead_proxy_degraded_total"):
+            assert name in text
+        assert 'activelead_proxy_labels_total{label="disposable_email",site="shop"}' in text
+    finally:
+        await admin.close()

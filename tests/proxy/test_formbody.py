@@ -1,0 +1,51 @@
+"""Form bodies: parsing for scoring and byte-exact stripping of the proxy's own fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.formbody import BodyError, parse, strip
+
+URLENC = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(("body", "ctype", "fields"), [
+    (b"a=1&b=x+y&a=2", URLENC, {"a": "1\n2", "b": "x y"}),
+    (b"n=caf%E9", URLENC + "; charset=latin-1", {"n": "café"}),
+    (b"", URLENC, {}),
+    (b'{"a": 1, "b": true, "c": null, "d": ["x", "y"], "e": {"f": 1}}', "application/json",
+     {"a": "1", "b": "true", "c": "", "d": "x\ny", "e": '{"f": 1}'}),
+    (b"", "application/json", {}),
+    (b"whatever", "text/plain", {}),
+])
+def test_parse(body: bytes, ctype: str, fields: dict[str, str]) -> None:
+    assert parse(ctype, body).fields == fields
+
+
+@pytest.mark.parametrize(("body", "ctype"), [
+    (b"%ff=1", URLENC),
+    (b"a=1", URLENC + "; charset=nope"),
+    (b'"x"', "application/json"),
+    (b"{}", "application/json; charset=utf-16"),
+    (b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b"),
+    (b"--b\r\nbroken\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b"),
+    (b"&".join(b"f%d=1" % i for i in range(300)), URLENC),
+])
+def test_parse_errors(body: bytes, ctype: str) -> None:
+    with pytest.raises(BodyError):
+        parse(ctype, body)
+
+
+def test_strip_is_identity_without_proxy_fields() -> None:
+    for body, ctype in [(b"a=%41&&b", URLENC), (b'{"a" : 1}', "application/json"),
+                        (b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
+                         "multipart/form-data; boundary=b")]:
+        assert strip(ctype, body, {"hp", "tok"}) is body
+
+
+def test_strip_multipart_keeps_preamble_and_epilogue() -> None:
+    body = (b"preamble\r\n--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=tok\r\n\r\nT\r\n--b--\r\nepilogue")
+    out = strip("multipart/form-data; boundary=b", body, {"tok"})
+    assert out == (b"preamble\r\n--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n"
+                   b"--b--\r\nepilogue")

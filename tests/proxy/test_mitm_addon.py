@@ -1,0 +1,78 @@
+"""The mitmproxy adapter end to end: real mitmdump in reverse mode running the same stages."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from proxy.mitm_addon import mitmdump_command
+from proxy.settings import default_honeypot_name
+from proxy.tokens import TOKEN_FIELD, TokenSigner
+from tests.proxy.conftest import site_config
+from tests.services import ROOT, free_port, wait_for_port
+
+SECRET = "mitm-secret-0123456789"
+HP = default_honeypot_name("shop")
+UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/126.0.0.0 Safari/537.36")
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+async def test_mitmdump_reverse_mode_runs_the_stages(origin: TestServer, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "activelead.yaml"
+    config.write_text(yaml.safe_dump({
+        "proxy": {"state_dir": str(tmp_path / "state"), "render_secret": SECRET,
+                  "trusted_proxies": ["127.0.0.0/8"]},
+        "sites": [site_config(str(origin.make_url("")))],
+    }))
+    cmd = mitmdump_command(config=str(config), site="shop", host="127.0.0.1", port=port,
+                           extra=["--set", f"confdir={tmp_path / 'mitm'}"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = (tmp_path / "mitmdump.log").open("wb")
+    proc = spawn(cmd, env, log)
+    try:
+        wait_for_port(port, 30)
+        base = f"http://127.0.0.1:{port}"
+        hdrs = {"Host": "site.test", "User-Agent": UA, "X-Forwarded-For": "81.2.69.160",
+                "Accept-Language": "en", "Accept": "text/html"}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{base}/contact", data={"email": "bot@mailinator.com"},
+                              headers=hdrs) as r:
+                assert r.status == 403
+                assert r.headers["Cache-Control"] == "no-store, private"
+            tok = TokenSigner(SECRET, [], 7200).sign(
+                "shop", "/contact", HP, now_ms=int(time.time() * 1000) - 9000)
+            async with s.post(f"{base}/contact", data={
+                "email": "jane.doe@example.org", TOKEN_FIELD: tok, HP: ""},
+                headers={**hdrs, "X-Activelead-Score": "0"}) as r:
+                assert r.status == 200
+                echo = await r.json()
+            sent = dict(echo["headers"])
+            assert sent["X-Activelead-Decision"] == "allowed"
+            assert echo["body"] == "email=jane.doe%40example.org"
+            async with s.get(f"{base}/html", headers=hdrs) as r:
+                page = await r.text()
+            assert re.search(rf'name="{TOKEN_FIELD}" value="v1\.', page)
+            assert f'name="{HP}"' in page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

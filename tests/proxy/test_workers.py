@@ -1,0 +1,77 @@
+"""`--workers N`: N processes share the port with SO_REUSEPORT; metrics add up over workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from prometheus_client.mmap_dict import MmapedDict
+
+from tests.proxy.conftest import site_config
+from tests.proxy.test_events import wait_for
+from tests.services import ROOT, free_port, wait_for_port
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def worker_pids(pid: int) -> list[str]:
+    """Worker processes of the supervisor (forked: same command line as the supervisor)."""
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+@pytest.mark.slow
+async def test_two_workers_share_the_port(origin: TestServer, tmp_path: Path) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "activelead.yaml"
+    config.write_text(yaml.safe_dump({
+        "proxy": {"host": "127.0.0.1", "port": port, "admin_port": admin,
+                  "state_dir": str(tmp_path / "state")},
+        "sites": [site_config(str(origin.make_url("")))],
+    }))
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    log = (tmp_path / "proxy.log").open("wb")
+    proc = spawn([sys.executable, "-m", "proxy", "--config", str(config), "--workers", "2"],
+                 env, log)
+    try:
+        wait_for_port(port, 30)
+        wait_for_port(admin, 30)
+        await wait_for(lambda: (tmp_path / "proxy.log").read_text().count(" serving ") == 2,
+                       wait_s=30)  # the port answers as soon as the first worker listens
+        n = 60
+        for _ in range(n):  # a new connection each time, so the kernel spreads them
+            async with aiohttp.ClientSession() as s, s.get(
+                f"http://127.0.0.1:{port}/echo", headers={"Host": "site.test"}
+            ) as r:
+                assert r.status == 200
+        children = worker_pids(proc.pid)
+        assert len(children) == 2
+        served = {}
+        for pid in children:
+            db = MmapedDict(str(metrics_dir / f"counter_{pid}.db"), read_mode=True)
+            served[pid] = sum(v for key, v, _ in db.read_all_values()
+                              if "activelead_proxy_requests_total" in key)
+            db.close()
+        assert all(count > 0 for count in served.values()), served  # both workers served
+        async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{admin}/metrics"
+        ) as r:
+            text = await r.text()
+        total = re.search(r'activelead_proxy_requests_total\{kind="GET",site="shop"\} (\S+)', text)
+        assert total is not None and float(total.group(1)) == n
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.close()
