@@ -78,12 +78,6 @@ def test_rules_test_lint_and_doctor() -> None:
         assert name in doctor.stdout
 
 
-def test_up_scores_the_samples() -> None:
-    result = run("up")
-    assert result.returncode == 0, result.stderr
-    assert b"blocked" in result.stdout and b"allowed" in result.stdout
-
-
 class _Publisher(BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
 
