@@ -177,7 +177,20 @@ def create_app(
     app[ENGINE] = engine or Engine.from_config(settings.scoring)
     app.cleanup_ctx.extend([_upstream_ctx, _counters_ctx, _reporter_ctx, _pipeline_ctx])
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
+    app.on_response_prepare.append(_add_hsts)
     return app
+
+
+async def _add_hsts(request: web.Request, response: web.StreamResponse) -> None:
+    """HSTS on every HTTPS answer of a site that asks for it: relayed, blocked or an error."""
+    if not request.secure:
+        return
+    try:
+        tls = _site_for(request).config.tls
+    except ProxyError:
+        return
+    if tls is not None and tls.hsts_max_age_s:
+        response.headers.setdefault("Strict-Transport-Security", f"max-age={tls.hsts_max_age_s}")
 
 
 # --- request handling -----------------------------------------------------------------------
@@ -358,10 +371,6 @@ async def _relay(
         headers["Cache-Control"] = NO_STORE  # a scored answer belongs to one visitor only
         if site.config.result_headers_on_response and extra_down:
             headers.update(extra_down)
-    if site.config.tls is not None and site.config.tls.hsts_max_age_s and request.secure:
-        headers.setdefault(
-            "Strict-Transport-Security", f"max-age={site.config.tls.hsts_max_age_s}"
-        )
     if _renderable(request, site, upstream):
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(headers)

@@ -93,3 +93,16 @@ def test_every_field_has_a_description() -> None:
 
     walk(ProxySettings)
     assert len(seen) >= 8
+
+
+def test_cli_refuses_a_bad_config_with_the_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.services import ROOT
+
+    path = write(tmp_path, "proxy: {port: 70000}\n")
+    result = subprocess.run([sys.executable, "-m", "proxy", "--config", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert f"{path}: proxy.port" in result.stderr

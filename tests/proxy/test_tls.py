@@ -98,6 +98,8 @@ async def test_sni_picks_each_sites_certificate_and_reloads(
             assert ("DNS", host) in cert["subjectAltName"]
             assert b"Strict-Transport-Security: max-age=600" in data
             assert b'"X-Forwarded-Proto", "https"' in data
+        data, _ = await https_get(ports["https"], "a.test", ca, "/status/404")
+        assert status_of(data) == 404 and b"Strict-Transport-Security: max-age=600" in data
         _, before = await https_get(ports["https"], "a.test", ca)
         await asyncio.sleep(0.05)
         write_cert(ca, "a.test", tmp_path / "certs")  # new certificate, same files

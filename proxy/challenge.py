@@ -1,0 +1,361 @@
+"""Snippet challenges: signed, single-use, short-lived tokens with an optional proof-of-work.
+
+Pure logic (no aiohttp): the proxy's snippet routes and token stage use it, and so can the control
+API for ingest-only sites, since both only need a secret and a counters store.
+
+The browser snippet asks for a challenge when a form is first used and posts it back, in the one
+hidden field ``activelead_token``, as ``<challenge>~<report>``:
+
+* challenge: ``c1.<kid>.<issued ms>.<nonce>.<difficulty>.<site key>.<origin>.<form>.<mac>``
+  (origin and form base64url-encoded). The HMAC-SHA256 covers every part, so the token is bound
+  to the site key, the page's origin and the form it was issued for; the key id selects the
+  signing key, so retired keys keep verifying until their tokens have expired (rotation).
+* report: what the browser saw, ``key=value`` pairs of small integers separated by ``,``
+  (see REPORT_KEYS). It is the visitor's own claim — only ever a hint, bounded and strictly parsed.
+  When the challenge asked for a proof-of-work, ``n`` is the solution: the smallest work the
+  snippet found such that SHA-256(``<challenge>:<n>``) starts with `difficulty` zero bits.
+
+Single use is enforced by `verify` through the counters store's ``once()`` (Redis when
+configured), so a replayed token is caught by every proxy replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from rules.counters import Counters
+
+FIELD = "activelead_token"
+"""The hidden form field (and, as `HEADER`, the request header) the snippet fills."""
+HEADER = "X-Activelead-Token"
+
+VERSION = "c1"
+MAX_DIFFICULTY = 26  # ~67M hashes on average: far beyond any sensible step-up, bounds abuse
+MAX_VALUE_CHARS = 1024  # the whole field; a real one is ~200 characters
+MAX_REPORT_CHARS = 256
+MAX_SITE_KEY_CHARS = 64
+MAX_ORIGIN_CHARS = 200
+MAX_FORM_CHARS = 200
+_SITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_B64_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")
+_DIGITS_RE = re.compile(r"^[0-9]{1,10}\Z")
+_ORIGIN_RE = re.compile(
+    r"^(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/?\Z", re.IGNORECASE
+)
+
+# Report keys -> behaviour names (what Signals.behaviour carries; the engine reads keys, pointer
+# and pastes). Values are non-negative integers below 2**32.
+REPORT_KEYS = {
+    "k": "keys",  # keydown events inside protected forms
+    "p": "pointer",  # pointer/mouse/touch moves anywhere on the page (sampled)
+    "c": "clicks",  # pointer downs
+    "v": "pastes",  # paste events inside protected forms
+    "f": "focus",  # focus changes between fields
+    "i": "firstInteractionMs",  # page start -> first interaction with the form
+    "d": "dwellMs",  # first interaction -> submit (browser clock)
+    "u": "untrusted",  # synthetic (isTrusted = false) key/pointer events
+    "w": "webdriver",  # navigator.webdriver
+    "h": "hints",  # bit set of other automation markers (HINT_*)
+    "n": "powNonce",  # proof-of-work solution
+    "s": "powMs",  # time the proof-of-work took
+}
+# Automation markers the snippet reports in `h` (documented in plugins/js-snippet/README.md).
+HINT_PHANTOM = 1
+HINT_NIGHTMARE = 2
+HINT_SELENIUM = 4  # selenium / chromedriver ($cdc_) / domAutomation globals
+HINT_NO_LANGUAGES = 8
+HINT_HEADLESS_UA = 16  # "HeadlessChrome" in navigator.userAgent
+HINT_UNTRUSTED = 32  # synthetic key/pointer events were dispatched into the form
+
+
+class ChallengeKeyError(Exception):
+    """No usable challenge key (empty or too short secret)."""
+
+
+class ChallengeRequestError(ValueError):
+    """A challenge request that cannot be served; `code` is stable, str() is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """What the challenge endpoint hands to the browser."""
+
+    token: str
+    difficulty: int
+    expires_in_s: int
+
+    def to_json(self) -> dict[str, object]:
+        pow_ = {"difficulty": self.difficulty} if self.difficulty else None
+        return {"token": self.token, "pow": pow_, "expiresIn": self.expires_in_s}
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetCheck:
+    """What a posted snippet token says; `reason` explains a non-valid state (logs, debugging)."""
+
+    state: str  # valid | missing | invalid | expired | replayed
+    elapsed_ms: float | None = None
+    pow_solved: bool = False
+    automation: bool = False
+    behaviour: dict[str, int] = field(default_factory=dict)
+    nonce: str = ""
+    site_key: str = ""
+    origin: str = ""
+    form: str = ""
+    reason: str = ""
+
+
+def _b64e(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _b64d(text: str) -> str:
+    if not _B64_RE.match(text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+
+
+def key_id(secret: bytes) -> str:
+    return hashlib.sha256(b"activelead-challenge-kid:" + secret).hexdigest()[:8]
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    bits = 0
+    for byte in digest:
+        if byte:
+            return bits + 8 - byte.bit_length()
+        bits += 8
+    return bits
+
+
+def pow_ok(challenge: str, nonce: int, difficulty: int) -> bool:
+    """One SHA-256: does `nonce` solve `challenge` at `difficulty` leading zero bits?"""
+    digest = hashlib.sha256(f"{challenge}:{nonce}".encode()).digest()
+    return leading_zero_bits(digest) >= difficulty
+
+
+def solve_pow(challenge: str, difficulty: int, limit: int = 1 << 32) -> int | None:
+    """Reference solver (tests, benchmarks); the browser's lives in plugins/js-snippet."""
+    prefix = f"{challenge}:".encode()
+    for n in range(limit):
+        if leading_zero_bits(hashlib.sha256(prefix + str(n).encode()).digest()) >= difficulty:
+            return n
+    return None
+
+
+def normalise_origin(origin: str) -> str:
+    """`scheme://host[:port]`, lowercase, without a default port; '' if it is not an origin."""
+    m = _ORIGIN_RE.match(origin)
+    if m is None:
+        return ""
+    scheme, host, port = m.group(1).lower(), m.group(2).lower(), m.group(3)
+    if port and int(port) > 65535:
+        return ""
+    if port and (scheme, int(port)) not in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}:{int(port)}"
+    return f"{scheme}://{host}"
+
+
+def origin_of_url(url: str) -> str:
+    """The origin of an absolute http(s) URL (e.g. a submission's pageUrl), or ''."""
+    m = re.match(r"^(https?://[^/?#]+)", url, re.IGNORECASE)
+    return normalise_origin(m.group(1)) if m else ""
+
+
+class ChallengeSigner:
+    """Issues and checks challenge tokens; signs with the current key, checks with any known key."""
+
+    def __init__(
+        self,
+        secret: str,
+        previous: Sequence[str] = (),
+        *,
+        ttl_s: int = 1800,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if len(secret) < 16:
+            raise ChallengeKeyError("challenge secret must be at least 16 characters")
+        if ttl_s < 10:
+            raise ChallengeKeyError("challenge ttl_s must be at least 10 seconds")
+        current = secret.encode()
+        self._kid = key_id(current)
+        self._keys = {key_id(k.encode()): k.encode() for k in previous if k}
+        self._keys[self._kid] = current
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @staticmethod
+    def _mac(key: bytes, body: str) -> str:
+        return base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+
+    def issue(self, site_key: str, origin: str, form: str, difficulty: int = 0) -> Challenge:
+        """A fresh challenge; raises ChallengeRequestError for values no real page would send."""
+        if not _SITE_KEY_RE.match(site_key):
+            raise ChallengeRequestError("invalid_site", "site key must be 1-64 of A-Z a-z 0-9 _ -")
+        norm = normalise_origin(origin)
+        if not norm or len(norm) > MAX_ORIGIN_CHARS:
+            raise ChallengeRequestError("invalid_origin", "origin must be http(s)://host[:port]")
+        if len(form) > MAX_FORM_CHARS or not form.isprintable():
+            raise ChallengeRequestError(
+                "invalid_form", f"form must be printable and at most {MAX_FORM_CHARS} characters"
+            )
+        if not 0 <= difficulty <= MAX_DIFFICULTY:
+            raise ChallengeRequestError("invalid_difficulty", f"difficulty must be 0-{MAX_DIFFICULTY}")
+        body = ".".join((
+            VERSION, self._kid, str(self._now_ms()), secrets.token_urlsafe(9), str(difficulty),
+            site_key, _b64e(norm), _b64e(form),
+        ))
+        return Challenge(f"{body}.{self._mac(self._keys[self._kid], body)}", difficulty, self.ttl_s)
+
+    def check(
+        self,
+        value: str,
+        *,
+        site_key: str | None = None,
+        origin: str | None = None,
+        form: str | Sequence[str] | None = None,
+    ) -> SnippetCheck:
+        """Signature, binding, age, proof-of-work and report — everything but single use.
+
+        `site_key`, `origin` and `form` are what the verifier knows about the post; each is
+        compared with what the token was issued for when given (None: not known, not compared).
+        `form` may list several acceptable names (the action path and the form id).
+        """
+        if not value:
+            return SnippetCheck("missing")
+        if len(value) > MAX_VALUE_CHARS or not value.isascii():
+            return SnippetCheck("invalid", reason="oversized or non-ASCII token")
+        challenge, _, report = value.partition("~")
+        parts = challenge.split(".")
+        if len(parts) != 9 or parts[0] != VERSION:
+            return SnippetCheck("invalid", reason="not a challenge token")
+        _, kid, issued, nonce, diff, tok_site, tok_origin, tok_form, mac = parts
+        key = self._keys.get(kid)
+        if key is None:
+            return SnippetCheck("invalid", reason="unknown key id")
+        expected = self._mac(key, challenge.rpartition(".")[0])
+        if not hmac.compare_digest(expected.encode(), mac.encode()):
+            return SnippetCheck("invalid", reason="bad signature")
+        # Signed by us: the fields below are well-formed unless a key leaked.
+        try:
+            origin_s, form_s = _b64d(tok_origin), _b64d(tok_form)
+            issued_ms, difficulty = int(issued), int(diff)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return SnippetCheck("invalid", reason="malformed signed fields")
+        bound = SnippetCheck("invalid", nonce=nonce, site_key=tok_site, origin=origin_s, form=form_s)
+        if site_key is not None and tok_site != site_key:
+            return replace(bound, reason="issued for another site key")
+        if origin is not None and normalise_origin(origin) != origin_s:
+            return replace(bound, reason="issued for another origin")
+        if form is not None:
+            names = (form,) if isinstance(form, str) else tuple(form)
+            if form_s not in names:
+                return replace(bound, reason="issued for another form")
+        try:
+            behaviour = parse_report(report)
+        except ValueError as exc:
+            return replace(bound, reason=f"report: {exc}")
+        elapsed = self._now_ms() - issued_ms
+        if elapsed < -60_000:  # from the future beyond clock skew between replicas
+            return replace(bound, reason="issued in the future")
+        seen = replace(
+            bound, elapsed_ms=float(max(elapsed, 0)), behaviour=behaviour,
+            automation=bool(behaviour.get("webdriver")) or bool(behaviour.get("hints")),
+        )
+        solved = False
+        if difficulty:
+            work = behaviour.get("powNonce")
+            if work is None:
+                # Asked for and not paid: a real snippet always pays, unless its time budget ran
+                # out (~16x the average solve time on a slow phone).
+                return replace(seen, reason="proof-of-work missing")
+            if not pow_ok(challenge, work, difficulty):
+                return replace(seen, reason="proof-of-work wrong")
+            solved = True
+        if elapsed > self.ttl_s * 1000:
+            return replace(seen, state="expired", pow_solved=solved,
+                           reason="older than the challenge lifetime")
+        return replace(seen, state="valid", pow_solved=solved)
+
+
+def parse_report(report: str) -> dict[str, int]:
+    """The browser's `k=v,k=v` report -> behaviour dict; ValueError on anything unexpected."""
+    if not report:
+        return {}
+    if len(report) > MAX_REPORT_CHARS:
+        raise ValueError(f"longer than {MAX_REPORT_CHARS} characters")
+    out: dict[str, int] = {}
+    for pair in report.split(","):
+        key, sep, raw = pair.partition("=")
+        name = REPORT_KEYS.get(key)
+        if not sep or name is None:
+            raise ValueError(f"unknown entry {pair[:20]!r}")
+        if name in out:
+            raise ValueError(f"{key!r} given twice")
+        if not _DIGITS_RE.match(raw) or int(raw) >= 1 << 32:
+            raise ValueError(f"{key!r} is not a small non-negative integer")
+        out[name] = int(raw)
+    if out.get("webdriver", 0) > 1:
+        raise ValueError("'w' must be 0 or 1")
+    return out
+
+
+async def verify(
+    signer: ChallengeSigner,
+    counters: Counters,
+    value: str,
+    *,
+    site_key: str | None = None,
+    origin: str | None = None,
+    form: str | Sequence[str] | None = None,
+) -> SnippetCheck:
+    """`check` plus single use: the first valid post of a challenge wins, later ones are replays."""
+    check = signer.check(value, site_key=site_key, origin=origin, form=form)
+    if check.state in ("valid", "expired") and not await counters.once(
+        f"snip:{check.nonce}", signer.ttl_s + 120
+    ):
+        return replace(check, state="replayed", pow_solved=False, reason="challenge already used")
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """When to ask for proof-of-work: a base difficulty, raised in a risky context.
+
+    Risky: the client asked for more than `rate_limit` challenges in `window_s` (a script
+    farming tokens), or its user agent is an automation tool / headless browser. Over
+    `hard_limit` the endpoint refuses (429). Difficulty 0 = no proof-of-work.
+    """
+
+    base: int = 0
+    risky: int = 18  # ~260k hashes: ~0.1-0.3 s in a Web Worker on a laptop, ~1 s on a slow phone
+    rate_limit: int = 20
+    hard_limit: int = 300
+    window_s: int = 600
+
+    def __post_init__(self) -> None:
+        for name in ("base", "risky"):
+            if not 0 <= getattr(self, name) <= MAX_DIFFICULTY:
+                raise ValueError(f"{name}: difficulty must be 0-{MAX_DIFFICULTY}")
+        if not 0 < self.rate_limit <= self.hard_limit:
+            raise ValueError("rate_limit must be > 0 and <= hard_limit")
+
+    def difficulty(self, recent: float, suspicious_client: bool) -> int:
+        if recent > self.rate_limit or suspicious_client:
+            return max(self.base, self.risky)
+        return self.base

@@ -1,0 +1,299 @@
+"""The snippet's HTTP side under the reserved prefix `/__activelead/`: the script and its challenge.
+
+* `GET /__activelead/activelead.js` — the stable name a page's tag points at: revalidated often
+  (short max-age, ETag), so a new build reaches pages within minutes.
+* `GET /__activelead/activelead.<hash>.js` — the content-hashed build: cached for a year, immutable.
+* `POST /__activelead/challenge` — `{"site": "pk_…", "form": "/contact"}` (as `text/plain`, which
+  keeps the browser's request "simple": no CORS preflight) → `{"token", "pow", "expiresIn"}`.
+  CORS is granted only to the site's allowed origins; anything else is a clear 4xx with a JSON
+  body `{"code", "message"}`.
+
+`register(app, ...)` adds the routes to any aiohttp application: the proxy, and the control API
+for sites that only use the ingest API. Everything per-request is looked up through callables, so
+the host application keeps its own state (counters from its cleanup context, client IP from its
+trusted-proxy resolver, site keys from its config or database).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.challenge import (
+    MAX_FORM_CHARS,
+    ChallengeRequestError,
+    ChallengeSigner,
+    StepUp,
+    normalise_origin,
+)
+from rules.counters import Counters
+
+log = logging.getLogger("activelead.snippet")
+
+PREFIX = "/__activelead"
+MAX_CHALLENGE_BODY = 1024
+DEFAULT_DIST = Path(__file__).resolve().parent.parent / "plugins" / "js-snippet" / "dist"
+STABLE_CACHE = "public, max-age=300, stale-while-revalidate=86400"
+HASHED_CACHE = "public, max-age=31536000, immutable"
+NO_STORE = "no-store"
+# Clients that say what they are (libraries, headless browsers) get the step-up at once.
+_SUSPICIOUS_UA = re.compile(
+    r"(?i)^$|curl|wget|python|httpx|aiohttp|go-http|okhttp|axios|node-fetch|undici|java/|"
+    r"libwww|scrapy|headless|phantomjs|selenium|webdriver|puppeteer|playwright"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetSite:
+    """One site key: the origins its pages are served from, and its step-up policy."""
+
+    site_key: str
+    allowed_origins: frozenset[str]
+    step_up: StepUp = field(default_factory=StepUp)
+
+    @classmethod
+    def build(cls, site_key: str, origins: list[str], step_up: StepUp | None = None) -> SnippetSite:
+        """Validate once, at start-up (a bad origin names itself)."""
+        norm = set()
+        for i, origin in enumerate(origins):
+            value = normalise_origin(origin)
+            if not value:
+                raise ValueError(f"allowed_origins[{i}]: {origin!r} is not http(s)://host[:port]")
+            norm.add(value)
+        return cls(site_key, frozenset(norm), step_up or StepUp())
+
+
+SiteLookup = Callable[[str], Awaitable[SnippetSite | None]]
+
+
+def static_sites(sites: Mapping[str, SnippetSite]) -> SiteLookup:
+    """A SiteLookup over a fixed mapping (the proxy's config)."""
+
+    async def lookup(site_key: str) -> SnippetSite | None:
+        return sites.get(site_key)
+
+    return lookup
+
+
+class SnippetNotBuilt(Exception):
+    """The built snippet is missing: run scripts/build-snippet."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetBundle:
+    """The built snippet, read once and kept in memory with its gzip form and ETag."""
+
+    name: str  # activelead.<hash>.js
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+    @classmethod
+    def load(cls, dist_dir: Path = DEFAULT_DIST) -> SnippetBundle:
+        try:
+            manifest = json.loads((dist_dir / "manifest.json").read_text("utf-8"))
+            name = str(manifest["file"])
+            if not re.fullmatch(r"activelead\.[0-9a-f]{8,64}\.js", name):  # never a path
+                raise SnippetNotBuilt(f"{dist_dir}/manifest.json: bad file name {name[:80]!r}")
+            body = (dist_dir / name).read_bytes()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SnippetNotBuilt(
+                f"{dist_dir}: no built snippet ({exc}); run scripts/build-snippet"
+            ) from exc
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        return cls(name, body, gzip.compress(body, 9, mtime=0), etag)
+
+
+@dataclass(frozen=True, slots=True)
+class Snippet:
+    """What the handlers need; stored on the app under SNIPPET."""
+
+    lookup: SiteLookup
+    signer: ChallengeSigner
+    counters: Callable[[web.Request], Counters]
+    client_ip: Callable[[web.Request], str]
+    bundle: SnippetBundle | None
+    suspicious: Callable[[web.Request], bool]
+
+
+SNIPPET = web.AppKey("snippet", Snippet)
+
+
+def _default_ip(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _default_suspicious(request: web.Request) -> bool:
+    return bool(_SUSPICIOUS_UA.search(request.headers.get("User-Agent", "")))
+
+
+def register(
+    app: web.Application,
+    *,
+    lookup: SiteLookup,
+    signer: ChallengeSigner,
+    counters: Callable[[web.Request], Counters],
+    bundle: SnippetBundle | None,
+    client_ip: Callable[[web.Request], str] = _default_ip,
+    suspicious: Callable[[web.Request], bool] = _default_suspicious,
+    prefix: str = PREFIX,
+) -> None:
+    """Add the snippet routes to `app` (before any catch-all route of the host app)."""
+    if bundle is None:
+        log.warning("the JS snippet is not built: %s/activelead.js answers 503 "
+                    "(run scripts/build-snippet)", prefix)
+    app[SNIPPET] = Snippet(lookup, signer, counters, client_ip, bundle, suspicious)
+    app.router.add_get(prefix + "/activelead.js", script)
+    app.router.add_get(prefix + r"/activelead.{hash:[0-9a-f]{8,64}}.js", script)
+    app.router.add_route("POST", prefix + "/challenge", challenge)
+    app.router.add_route("OPTIONS", prefix + "/challenge", preflight)
+    app.router.add_route("*", prefix + "/challenge", wrong_method)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
+           ) -> web.Response:
+    resp = web.json_response({"code": code, "message": message}, status=status)
+    resp.headers["Cache-Control"] = NO_STORE
+    resp.headers.update(headers or {})
+    return resp
+
+
+# --- the script -------------------------------------------------------------------------------
+
+
+async def script(request: web.Request) -> web.Response:
+    bundle = request.app[SNIPPET].bundle
+    if bundle is None:
+        return _error(503, "snippet_not_built", "the snippet is not built on this server")
+    wanted = request.match_info.get("hash")
+    if wanted is not None and bundle.name != f"activelead.{wanted}.js":
+        return _error(404, "not_found", f"no such build; the current one is {bundle.name}")
+    headers = {
+        "Cache-Control": HASHED_CACHE if wanted else STABLE_CACHE,
+        "ETag": bundle.etag,
+        "Vary": "Accept-Encoding",
+        "X-Content-Type-Options": "nosniff",
+        # Public, cookie-free code: any page may load it, also with crossorigin/SRI or COEP.
+        "Access-Control-Allow-Origin": "*",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+    tags = _etags(request.headers.get("If-None-Match", ""))
+    if bundle.etag in tags or "*" in tags:
+        return web.Response(status=304, headers=headers)
+    body = bundle.body
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        body = bundle.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers, content_type="text/javascript", charset="utf-8")
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+# --- the challenge ----------------------------------------------------------------------------
+
+
+def _cors(origin: str) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+async def preflight(request: web.Request) -> web.Response:
+    # Only clients sending JSON preflight; the answer on the POST itself still decides, per site
+    # key, whether the page may read the challenge.
+    origin = normalise_origin(request.headers.get("Origin", ""))
+    if not origin:
+        return _error(403, "origin_required", "a CORS preflight needs an http(s) Origin")
+    return web.Response(status=204, headers={
+        **_cors(origin),
+        "Access-Control-Allow-Methods": "POST",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "600",
+        "Cache-Control": NO_STORE,
+    })
+
+
+async def wrong_method(request: web.Request) -> web.Response:
+    return _error(405, "method_not_allowed", "use POST", {"Allow": "POST, OPTIONS"})
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    if (request.content_length or 0) > limit:
+        return None
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(4096):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+def parse_challenge_body(raw: bytes) -> tuple[str, str]:
+    """`{"site": str, "form": str}` → (site, form); ChallengeRequestError on anything else."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ChallengeRequestError("invalid_json", "the body must be a JSON object in UTF-8") from None
+    if not isinstance(data, dict):
+        raise ChallengeRequestError("invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(data) - {"site", "form"})
+    if unknown:
+        raise ChallengeRequestError("invalid_body", f"unknown key {unknown[0][:40]!r}")
+    site, form = data.get("site"), data.get("form", "")
+    if not isinstance(site, str) or not site:
+        raise ChallengeRequestError("invalid_site", "'site' must be the site key (pk_…)")
+    if not isinstance(form, str) or len(form) > MAX_FORM_CHARS or not form.isprintable():
+        raise ChallengeRequestError(
+            "invalid_form", f"'form' must be printable text of at most {MAX_FORM_CHARS} characters"
+        )
+    return site, form
+
+
+async def challenge(request: web.Request) -> web.Response:
+    snippet = request.app[SNIPPET]
+    ctype = request.content_type
+    if ctype not in ("text/plain", "application/json"):
+        return _error(415, "unsupported_media_type", "send the JSON body as text/plain or application/json")
+    raw = await _read_limited(request, MAX_CHALLENGE_BODY)
+    if raw is None:
+        return _error(413, "payload_too_large", f"at most {MAX_CHALLENGE_BODY} bytes")
+    try:
+        site_key, form = parse_challenge_body(raw)
+    except ChallengeRequestError as exc:
+        return _error(400, exc.code, str(exc))
+    raw_origin = request.headers.get("Origin", "")
+    origin = normalise_origin(raw_origin)
+    if not origin:
+        return _error(403, "origin_required", "the request must carry the page's http(s) Origin")
+    site = await snippet.lookup(site_key)
+    if site is None:
+        return _error(404, "unknown_site", "no site has this key")
+    if origin not in site.allowed_origins:
+        # No CORS headers: the page cannot even read why. Logged for the site owner instead.
+        log.info("challenge for %s refused to origin %s", site_key, origin)
+        return _error(403, "origin_not_allowed", "this origin is not allowed for this site key")
+    policy = site.step_up
+    recent = (await snippet.counters(request).hit(
+        [(f"chal:{snippet.client_ip(request)}", policy.window_s)]
+    ))[0]
+    if recent > policy.hard_limit:
+        return _error(429, "rate_limited", "too many challenges from this address",
+                      {**_cors(origin), "Retry-After": str(policy.window_s)})
+    difficulty = policy.difficulty(recent, snippet.suspicious(request))
+    try:
+        issued = snippet.signer.issue(site_key, origin, form, difficulty)
+    except ChallengeRequestError as exc:
+        return _error(400, exc.code, str(exc), _cors(origin))
+    resp = web.json_response(issued.to_json())
+    resp.headers.update(_cors(origin))
+    resp.headers["Cache-Control"] = NO_STORE
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp

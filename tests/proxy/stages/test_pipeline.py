@@ -1,0 +1,61 @@
+"""The pipeline: one declared order, and an earlier decision short-circuits later stages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.events import LogReporter
+from proxy.stages import build_pipeline, run_pipeline
+from proxy.stages.act import Act
+from proxy.stages.flow import Respond
+from proxy.stages.match import Match
+from proxy.stages.read import Read
+from proxy.stages.record import Record
+from proxy.stages.score import Score
+from proxy.stages.token import Token
+from proxy.tokens import TokenSigner
+from rules import Engine, Scorer
+from rules.counters import MemoryCounters
+from tests.proxy.stages.conftest import make_flow
+
+
+class Collect(LogReporter):
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(dict(event))
+
+
+def pipeline(engine: Engine, reporter: Collect) -> list[Any]:
+    counters = MemoryCounters()
+    return build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=counters,
+                          scorer=Scorer(engine, counters), reporter=reporter, token_ttl_s=60)
+
+
+def test_order_is_declared_once(engine: Engine) -> None:
+    kinds = [type(s) for s in pipeline(engine, Collect())]
+    assert kinds == [Match, Read, Token, Score, Act, Record]
+
+
+async def test_unprotected_path_is_passthrough(engine: Engine) -> None:
+    reporter = Collect()
+    flow = await run_pipeline(pipeline(engine, reporter), make_flow(path="/elsewhere"))
+    assert flow.passthrough and flow.submission is None and reporter.events == []
+
+
+async def test_already_decided_skips_scoring_and_records_nothing(engine: Engine) -> None:
+    reporter = Collect()
+    flow = await run_pipeline(pipeline(engine, reporter),
+                              make_flow(body=b"%ff=1"))  # read decides: 400
+    assert isinstance(flow.outcome, Respond) and flow.outcome.status == 400
+    assert flow.verdict is None and flow.token is None
+    assert reporter.events == []
+
+
+async def test_full_run_records_one_event(engine: Engine) -> None:
+    reporter = Collect()
+    flow = await run_pipeline(pipeline(engine, reporter), make_flow())
+    assert flow.verdict is not None and flow.submission is not None
+    assert flow.submission.signals.token_state == "missing"
+    assert [e["action"] for e in reporter.events] == [flow.action]
