@@ -167,6 +167,27 @@ async def edge_batches(base: str, token: str, total: int, per_batch: int) -> flo
     return time.perf_counter() - started
 
 
+def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+    """A control API process on `db` (SQLite path or postgresql:// URL) with a demo tenant."""
+    from control_api import cli
+    from control_api.settings import ControlApiSettings
+
+    port = free_port()
+    settings = ControlApiSettings(db=db, port=port, ingest_rate_per_key=10_000_000,
+                                  key_pepper="bench")
+    demo = cli.bootstrap_demo(settings, credits_amount=50_000_000)
+    config = tmp / f"activelead-{port}.yaml"
+    config.write_text(
+        f"control_api:\n  port: {port}\n  db: '{db}'\n  key_pepper: bench\n"
+        f"  ingest_rate_per_key: 10000000\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
+    proc = subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(config)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port, demo
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -174,6 +195,8 @@ def main() -> int:
     parser.add_argument("--edge-events", type=int, default=100_000)
     parser.add_argument("--python-client", action="store_true",
                         help="use the Python load generator even when wrk is installed")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run against a throwaway PostgreSQL server (Debian binaries)")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -182,67 +205,70 @@ def main() -> int:
 
     import uvloop
 
-    from control_api import cli
-    from control_api.settings import ControlApiSettings
-
     tmp = Path(tempfile.mkdtemp(prefix="al-bench-"))
-    api_port, base_port = free_port(), free_port()
-    settings = ControlApiSettings(db=str(tmp / "bench.sqlite3"), port=api_port,
-                                  ingest_rate_per_key=10_000_000, key_pepper="bench")
-    demo = cli.bootstrap_demo(settings, credits_amount=50_000_000)
-    config = tmp / "activelead.yaml"
-    config.write_text(
-        f"control_api:\n  port: {api_port}\n  db: {settings.db}\n  key_pepper: bench\n"
-        f"  ingest_rate_per_key: 10000000\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(config)], cwd=ROOT,
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(base_port)],
-                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]
+    base_port = free_port()
+    baseline = subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(base_port)],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    generator = "wrk" if use_wrk else "python aiohttp client"
+
+    def measure(port: int, key: str, proc: subprocess.Popen[bytes]) -> dict[str, float]:
+        url = f"http://127.0.0.1:{port}/v1/ingest"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        uvloop.run(load(url, headers, 1, 4, BODY))  # warm-up: pools, first project compile
+        cpu0 = cpu_seconds(proc.pid)
+        if use_wrk:
+            result = wrk_load(url, key, args.duration, args.concurrency)
+        else:
+            result = uvloop.run(load(url, headers, args.duration, args.concurrency, BODY))
+        result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(result["requests"], 1)
+        return result
+
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows: list[tuple[str, dict[str, float]]] = []
+    edges: list[tuple[str, float]] = []
+    pg: Any = None
     try:
-        wait_port(api_port)
         wait_port(base_port)
-        auth = {"Authorization": f"Bearer {demo['apiKey']}"}
-        # Warm up both (connection pools, the engine's first project compile).
-        asyncio.run(load(f"http://127.0.0.1:{api_port}/v1/ingest", auth, 1, 4, BODY))
-        asyncio.run(load(f"http://127.0.0.1:{base_port}/v1/ingest", {}, 1, 4, BODY))
-        use_wrk = shutil.which("wrk") is not None and not args.python_client
-        generator = "wrk" if use_wrk else "python aiohttp client"
+        rows.append(("baseline (bare aiohttp)", measure(base_port, "", baseline)))
+        targets = [("SQLite", str(tmp / "bench.sqlite3"))]
+        if args.postgres:
+            from tests.control_api.pgserver import PostgresServer
 
-        def measure(port: int, key: str, proc: subprocess.Popen[bytes]) -> dict[str, float]:
-            url = f"http://127.0.0.1:{port}/v1/ingest"
-            cpu0 = cpu_seconds(proc.pid)
-            if use_wrk:
-                result = wrk_load(url, key, args.duration, args.concurrency)
-            else:
-                headers = {"Authorization": f"Bearer {key}"} if key else {}
-                result = uvloop.run(load(url, headers, args.duration, args.concurrency, BODY))
-            result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(result["requests"], 1)
-            return result
-
-        base = measure(base_port, "", procs[1])
-        api = measure(api_port, demo["apiKey"], procs[0])
-        edge_s = uvloop.run(edge_batches(f"http://127.0.0.1:{api_port}", demo["edgeToken"],
-                                          args.edge_events, 1000))
+            pg = PostgresServer()
+            pg.start()
+            targets.append(("PostgreSQL", pg.url()))
+        for name, db in targets:
+            proc, port, demo = start_control_api(db, tmp)
+            try:
+                rows.append((f"/v1/ingest, {name}", measure(port, demo["apiKey"], proc)))
+                edges.append((name, uvloop.run(edge_batches(
+                    f"http://127.0.0.1:{port}", demo["edgeToken"], args.edge_events, 1000))))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+        baseline.terminate()
+        baseline.wait(timeout=10)
+        if pg is not None:
+            pg.stop()
     print(f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
           f"load generator: {generator}; each server in its own process; "
           f"load average before: {load_before}")
     print(f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
           f"{'server CPU ms/req':>20}")
-    for name, r in (("baseline (bare aiohttp)", base), ("control API /v1/ingest", api)):
+    for name, r in rows:
         print(f"{name:<28}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
               f"{r['errors']:>8.0f}{r['cpu_ms']:>20.3f}")
-    print(f"ingest/baseline throughput: {api['rps'] / base['rps']:.2f}; one core would serve "
-          f"~{1000 / api['cpu_ms']:.0f} ingest req/s (server CPU only, no load generator)")
-    print(f"edge batches: {args.edge_events} events in {edge_s:.2f} s "
-          f"({args.edge_events / edge_s:.0f} events/s, batches of 1000)")
+    base = rows[0][1]
+    for name, r in rows[1:]:
+        print(f"{name}: {r['rps'] / base['rps']:.2f} of baseline throughput; one core would "
+              f"serve ~{1000 / r['cpu_ms']:.0f} req/s (server CPU only, no load generator)")
+    for name, seconds in edges:
+        print(f"edge batches, {name}: {args.edge_events} events in {seconds:.2f} s "
+              f"({args.edge_events / seconds:.0f} events/s, batches of 1000)")
     return 0
 
 

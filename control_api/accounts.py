@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from control_api import audit
 from control_api.auth import SESSION_COOKIE, Session, require_session, token_hash
 from control_api.errors import ApiError, read_json, require_object
 from control_api.keys import describe_token
+from control_api.sqltypes import Conn
 from control_api.state import SERVICES
 from control_api.util import new_id, now_ms
 
@@ -56,7 +56,7 @@ def account_json(account_id: str, email: str) -> dict[str, Any]:
     return {"id": account_id, "email": email}
 
 
-def _start_session(conn: sqlite3.Connection, account_id: str, ttl_s: int) -> tuple[str, str]:
+def _start_session(conn: Conn, account_id: str, ttl_s: int) -> tuple[str, str]:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = now_ms()
     conn.execute("DELETE FROM sessions WHERE account_id = ? AND expires_at <= ?", (account_id, now))
@@ -111,7 +111,7 @@ async def sign_up(request: web.Request) -> web.Response:
     actor = audit.Actor.of(request, account_id, f"account:{account_id}")
     initial = services.settings.initial_credits
 
-    def create(conn: sqlite3.Connection) -> tuple[str, str] | None:
+    def create(conn: Conn) -> tuple[str, str] | None:
         if conn.execute("SELECT 1 FROM accounts WHERE email = ?", (email,)).fetchone():
             return None
         now = now_ms()
@@ -171,7 +171,7 @@ async def sign_in(request: web.Request) -> web.Response:
     account_id = row["id"] if row is not None else None
     actor = audit.Actor.of(request, account_id, f"account:{account_id}" if account_id else "anonymous")
 
-    def finish(conn: sqlite3.Connection) -> tuple[str, str] | None:
+    def finish(conn: Conn) -> tuple[str, str] | None:
         if not ok:
             # Unknown e-mails are not logged by address (that would store typos of passwords).
             audit.record(conn, actor, "signin.failure")
@@ -213,7 +213,7 @@ async def sign_out(request: web.Request) -> web.Response:
     session = await require_session(request, allow_token=False)
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def end(conn: sqlite3.Connection) -> None:
+    def end(conn: Conn) -> None:
         conn.execute("DELETE FROM sessions WHERE token_hash = ?", (session.token_hash,))
         audit.record(conn, actor, "signout")
 
@@ -244,7 +244,7 @@ async def change_password(request: web.Request) -> web.Response:
     new_hash = await _hash(request, new)
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def change(conn: sqlite3.Connection) -> None:
+    def change(conn: Conn) -> None:
         conn.execute(
             "UPDATE accounts SET password_hash = ?, password_changed_at = ? WHERE id = ?",
             (new_hash, now_ms(), session.account_id),
@@ -294,7 +294,7 @@ async def create_token(request: web.Request) -> web.Response:
         )
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def create(conn: sqlite3.Connection) -> tuple[str, dict[str, object]]:
+    def create(conn: Conn) -> tuple[str, dict[str, object]]:
         token, described = services.keys.create_account_token(
             conn, account_id=session.account_id, name=name.strip()
         )
@@ -312,7 +312,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     tid = request.match_info["token_id"]
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def revoke(conn: sqlite3.Connection) -> None:
+    def revoke(conn: Conn) -> None:
         cur = conn.execute(
             "UPDATE account_tokens SET revoked_at = ? WHERE id = ? AND account_id = ? AND revoked_at IS NULL",
             (now_ms(), tid, session.account_id),

@@ -8,7 +8,6 @@ site needs) with Akismet's alert headers saying why.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +18,7 @@ from control_api.auth import verify_key
 from control_api.errors import ApiError, read_bounded
 from control_api.ingest import record_feedback, score_and_record
 from control_api.keys import KeyInfo
+from control_api.sqltypes import Conn
 from control_api.state import SERVICES
 from rules import Signals, Submission
 
@@ -155,7 +155,7 @@ async def _submit(request: web.Request, label: str) -> web.Response:
     guid = form.get("guid", "")
     ip, email = form.get("user_ip", ""), form.get("comment_author_email", "").lower()
 
-    def mark(conn: sqlite3.Connection) -> None:
+    def mark(conn: Conn) -> None:
         # Akismet clients may not send the guid; then the latest matching event is meant.
         if guid and record_feedback(conn, info.project_id, guid, label):
             return

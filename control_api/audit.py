@@ -6,12 +6,12 @@ Entries never hold secrets: keys appear by public id, erased e-mails by a salted
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from control_api.sqltypes import Conn
 from control_api.state import REQUEST_ID
 from control_api.util import now_ms, rfc3339
 
@@ -31,7 +31,7 @@ class Actor:
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Conn,
     actor: Actor,
     action: str,
     target: str = "",
@@ -55,7 +55,7 @@ def record(
     )
 
 
-def list_entries(conn: sqlite3.Connection, account_id: str, limit: int) -> list[dict[str, Any]]:
+def list_entries(conn: Conn, account_id: str, limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT * FROM audit_log WHERE account_id = ? ORDER BY id DESC LIMIT ?", (account_id, limit)
     ).fetchall()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from control_api.errors import ApiError
 from control_api.keys import KeyFormatError, KeyInfo, KeyKind, parse_key
+from control_api.sqltypes import Conn
 from control_api.state import SERVICES
 from control_api.util import now_ms
 
@@ -97,7 +97,7 @@ def has_account_token(request: web.Request) -> bool:
     return token is not None and token.startswith("al_acct_")
 
 
-def _load_session(conn: sqlite3.Connection, hashed: str) -> Session | None:
+def _load_session(conn: Conn, hashed: str) -> Session | None:
     row = conn.execute(
         "SELECT s.account_id, s.csrf_token, a.email FROM sessions s JOIN accounts a"
         " ON a.id = s.account_id WHERE s.token_hash = ? AND s.expires_at > ?",

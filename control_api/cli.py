@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import logging
 import secrets
-import sqlite3
 import sys
 from typing import Any
 
@@ -20,6 +19,7 @@ from control_api.db import Database
 from control_api.keys import KeyStore
 from control_api.projects import create_project
 from control_api.settings import ControlApiSettings, load_settings
+from control_api.sqltypes import Conn
 from control_api.util import new_id, now_ms
 
 DEMO_EMAIL = "demo@activelead.local"
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         print(f"activelead control-api: bad configuration: {exc}", file=sys.stderr)
         return 2
-    # The DB thread needs the GIL back after each sqlite call; with the default 5 ms switch
-    # interval a busy event loop makes it wait that long every time (a convoy that capped
-    # ingest at a fraction of the CPU). 0.5 ms keeps hand-offs short at no measurable cost.
+    # Worker threads (PostgreSQL's DB thread, argon2 hashing) need the GIL back after every
+    # blocking call; with the default 5 ms switch interval a busy event loop can make them wait
+    # that long each time. 0.5 ms keeps those hand-offs short.
     sys.setswitchinterval(0.0005)
     web.run_app(
         create_app(settings),
@@ -126,7 +126,7 @@ def bootstrap_demo(
     keys = KeyStore(settings.key_pepper)
     db = Database(settings.db)
 
-    def create(conn: sqlite3.Connection) -> dict[str, Any]:
+    def create(conn: Conn) -> dict[str, Any]:
         if conn.execute("SELECT 1 FROM accounts WHERE email = ?", (email,)).fetchone():
             return {"created": False, "account": {"email": email}}
         account_id = new_id("acc")

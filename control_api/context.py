@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from control_api.db import Database
 from control_api.keys import KeyStore
 from control_api.ratelimit import RateLimiter
 from control_api.settings import ControlApiSettings
+from control_api.sqltypes import Conn
 from control_api.util import now_ms
 from rules.counters import Counters
 
@@ -57,7 +57,7 @@ class Services:
         keys = [(stamp, i) for kind, i in ids if kind != "acct"]
         tokens = [(stamp, i) for kind, i in ids if kind == "acct"]
 
-        def record(conn: sqlite3.Connection) -> None:
+        def record(conn: Conn) -> None:
             conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?", keys)
             conn.executemany("UPDATE account_tokens SET last_used_at = ? WHERE id = ?", tokens)
 

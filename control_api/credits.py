@@ -7,7 +7,6 @@ even a bug cannot make the balance go negative silently. `verify_balance` recomp
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from aiohttp import web
 
 from control_api.auth import has_account_token, require_key, require_session
 from control_api.errors import ApiError
+from control_api.sqltypes import Conn, dialect
 from control_api.state import SERVICES
 from control_api.util import now_ms, rfc3339
 
@@ -44,13 +44,18 @@ class Debit:
     crossed_low: bool
 
 
-def balance(conn: sqlite3.Connection, account_id: str) -> int:
-    row = conn.execute("SELECT balance FROM credit_balances WHERE account_id = ?", (account_id,)).fetchone()
+def balance(conn: Conn, account_id: str, *, lock: bool = False) -> int:
+    """The account's balance; `lock` takes the row lock a debit needs on PostgreSQL (SQLite's
+    BEGIN IMMEDIATE already serialises writers)."""
+    sql = "SELECT balance FROM credit_balances WHERE account_id = ?"
+    if lock and dialect(conn) == "postgres":
+        sql += " FOR UPDATE"
+    row = conn.execute(sql, (account_id,)).fetchone()
     return int(row[0]) if row else 0
 
 
 def add_entry(
-    conn: sqlite3.Connection,
+    conn: Conn,
     account_id: str,
     kind: EntryKind,
     amount: int,
@@ -69,7 +74,7 @@ def add_entry(
         ).fetchone()
     ):
         raise DuplicateEntry(reference)
-    current = balance(conn, account_id)
+    current = balance(conn, account_id, lock=True)
     after = current + amount
     if after < 0:
         raise InsufficientCredits(current, -amount)
@@ -89,7 +94,7 @@ def add_entry(
 
 
 def debit(
-    conn: sqlite3.Connection,
+    conn: Conn,
     account_id: str,
     amount: int,
     *,
@@ -100,7 +105,7 @@ def debit(
 ) -> Debit:
     """Take `amount` usage credits; with `partial`, take what there is (edge batches: the events
     happened already). Reports when the balance first drops to the low-balance threshold."""
-    current = balance(conn, account_id)
+    current = balance(conn, account_id, lock=True)
     take = min(amount, current) if partial else amount
     if take > current:
         raise InsufficientCredits(current, amount)
@@ -118,7 +123,7 @@ def debit(
     return Debit(take, after, crossed)
 
 
-def verify_balance(conn: sqlite3.Connection, account_id: str) -> bool:
+def verify_balance(conn: Conn, account_id: str) -> bool:
     """True when the stored balance equals the ledger's sum (an invariant the tests check)."""
     total = conn.execute(
         "SELECT COALESCE(SUM(amount), 0) FROM credit_ledger WHERE account_id = ?", (account_id,)
@@ -126,7 +131,7 @@ def verify_balance(conn: sqlite3.Connection, account_id: str) -> bool:
     return int(total) == balance(conn, account_id)
 
 
-def ledger(conn: sqlite3.Connection, account_id: str, limit: int) -> list[dict[str, Any]]:
+def ledger(conn: Conn, account_id: str, limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT * FROM credit_ledger WHERE account_id = ? ORDER BY id DESC LIMIT ?",
         (account_id, limit),
@@ -146,7 +151,7 @@ def ledger(conn: sqlite3.Connection, account_id: str, limit: int) -> list[dict[s
     ]
 
 
-def summary(conn: sqlite3.Connection, account_id: str, low_threshold: int) -> dict[str, Any]:
+def summary(conn: Conn, account_id: str, low_threshold: int) -> dict[str, Any]:
     current = balance(conn, account_id)
     used = conn.execute(
         "SELECT COALESCE(-SUM(amount), 0) FROM credit_ledger WHERE account_id = ? AND kind = 'usage'",
@@ -172,7 +177,7 @@ async def get_credits(request: web.Request) -> web.Response:
         return web.json_response(body)
     session = await require_session(request)
 
-    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+    def read(conn: Conn) -> dict[str, Any]:
         out = summary(conn, session.account_id, low)
         out["ledger"] = ledger(conn, session.account_id, 100)
         return out
@@ -180,7 +185,7 @@ async def get_credits(request: web.Request) -> web.Response:
     return web.json_response(await services.db.read(read))
 
 
-def grant(conn: sqlite3.Connection, email: str, amount: int, kind: EntryKind, note: str) -> int:
+def grant(conn: Conn, email: str, amount: int, kind: EntryKind, note: str) -> int:
     """Operator grant (the `activelead credits grant` command); returns the new balance."""
     if amount <= 0:
         raise ValueError("amount must be positive")

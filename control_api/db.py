@@ -16,11 +16,10 @@ cut into short transactions by their callers.
 Group commit: writes issued in the same event-loop tick run as one transaction, each inside its
 own SAVEPOINT, so one unit failing (a 402, a constraint) rolls back only itself.
 
-One process per database file: a second process (the `credits grant` CLI) is fine for short
-transactions (busy_timeout), but serving from several processes wants PostgreSQL. PostgreSQL path:
-the same `fn(conn)` shape maps onto a psycopg connection (run in a thread: its calls wait on the
-network); the SQL is kept portable (ON CONFLICT, JSON via json_each ↔ jsonb_array_elements), and
-migrations are recorded in a table rather than SQLite's user_version pragma.
+One process per SQLite file: a second process (the `credits grant` CLI) is fine for short
+transactions (busy_timeout), but serving from several processes wants PostgreSQL: give `db` a
+postgresql:// URL and the same units run on a worker thread over a psycopg connection
+(control_api.pg), with row locks keeping debits atomic across processes.
 """
 
 from __future__ import annotations
@@ -28,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from control_api.migrations import migrate
+from control_api.migrations import MigrationError, migrate
+from control_api.sqltypes import Conn
 
 T = TypeVar("T")
 log = logging.getLogger("activelead.control_api.db")
@@ -65,37 +67,70 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 class Database:
-    """All work on one connection; async methods run it on the event loop, group-committed."""
+    """All work on one connection; async methods group-commit it.
+
+    SQLite: units run on the event loop (see the module docstring). PostgreSQL (`db` is a
+    `postgresql://` URL): units run on one worker thread, because every statement waits on the
+    network; row locks (`SELECT ... FOR UPDATE`) keep debits atomic across processes.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self.postgres = is_postgres(path)
+        self._conn: Conn | None = None
+        self._pending: list[tuple[Callable[[Conn], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-api-pg") if self.postgres else None
+        )
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Conn:
         if self._conn is None:
             raise DatabaseError("database is not open")
         return self._conn
 
+    def _open_sync(self) -> Conn:
+        if not self.postgres:
+            return connect(self.path)
+        from control_api.pg import PgConnection
+
+        conn = PgConnection(self.path)
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def open(self) -> None:
         """Open (and migrate) the database; start the background checkpointer."""
         try:
-            self._conn = connect(self.path)
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"{self.path}: {exc}") from exc
-        if self.path != ":memory:":
+            self._conn = await self._run(self._open_sync)
+        except Exception as exc:
+            if isinstance(exc, DatabaseError | MigrationError):
+                raise
+            raise DatabaseError(f"{_redact(self.path)}: {exc}") from exc
+        if not self.postgres and self.path != ":memory:":
             # Checkpoints copy the WAL into the database file and fsync: never on the loop.
-            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._connection().execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
             )
             self._checkpointer.start()
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _call(self, fn: Callable[[Conn], T], write: bool) -> T:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
@@ -106,11 +141,11 @@ class Database:
         conn.execute("COMMIT")
         return result
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` in a read transaction (a consistent snapshot)."""
-        return self._call(fn, False)
+        return await self._run(self._call, fn, False)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` atomically (all of it commits, or none of it); writes of the same tick share
         one transaction (group commit), each in its own savepoint."""
         loop = asyncio.get_running_loop()
@@ -125,7 +160,7 @@ class Database:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                outcomes = self._run_batch([fn for fn, _ in batch])
+                outcomes = await self._run(self._run_batch, [fn for fn, _ in batch])
             except Exception as exc:  # BEGIN/COMMIT failed: nothing of the batch is stored
                 outcomes = [(False, exc)] * len(batch)
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
@@ -136,7 +171,12 @@ class Database:
                 else:
                     future.set_exception(value)
 
-    def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+        if len(fns) == 1:  # alone in its transaction: no savepoint needed (2 statements fewer)
+            try:
+                return [(True, self._call(fns[0], True))]
+            except Exception as exc:
+                return [(False, exc)]
         conn = self._connection()
         out: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -146,11 +186,11 @@ class Database:
                 try:
                     value = fn(conn)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
+                    conn.execute("ROLLBACK TO SAVEPOINT unit")
+                    conn.execute("RELEASE SAVEPOINT unit")
                     out.append((False, exc))
                     continue
-                conn.execute("RELEASE unit")
+                conn.execute("RELEASE SAVEPOINT unit")
                 out.append((True, value))
         except BaseException:
             conn.execute("ROLLBACK")
@@ -172,15 +212,17 @@ class Database:
         finally:
             conn.close()
 
-    def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def run_sync(self, fn: Callable[[Conn], T]) -> T:
         """For the CLI (no event loop): open if needed and run `fn` in a write transaction."""
         if self._conn is None:
-            self._conn = connect(self.path)
+            self._conn = self._open_sync()
         return self._call(fn, True)
 
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        if self._executor is not None:
+            await self._run(self._close_connection)
         self.close_sync()
 
     def close_sync(self) -> None:
@@ -188,9 +230,24 @@ class Database:
             self._stop.set()
             self._checkpointer.join(timeout=30)
             self._checkpointer = None
+        self._close_connection()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if isinstance(conn, sqlite3.Connection):
             with contextlib.suppress(sqlite3.Error):
                 # A final checkpoint so the file is complete on its own after a clean stop.
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
+        elif conn is not None:
+            from control_api.pg import PgConnection
+
+            if isinstance(conn, PgConnection):
+                conn.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

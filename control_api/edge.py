@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from control_api.ingest import LOCKS as ingest_locks
 from control_api.ingest import event_summary, remember, stored_answer
 from control_api.metrics import METRICS
 from control_api.projects import MODES
+from control_api.sqltypes import Conn, Row
 from control_api.state import SERVICES
 from control_api.util import parse_rfc3339
 
@@ -43,7 +43,7 @@ EDGE_CHUNK = 250  # events per transaction (~10 ms of SQLite work)
 _EVENT_KEYS = {*_STRINGS, "traceId", "receivedAt", "mode", "verdict", "isTest"}
 
 
-def config_body(row: sqlite3.Row, balance: int) -> dict[str, Any]:
+def config_body(row: Row, balance: int) -> dict[str, Any]:
     return {
         "version": row["version"],
         "projectId": row["id"],
@@ -61,7 +61,7 @@ async def edge_config(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     info = await require_key(request, "edge")
 
-    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+    def read(conn: Conn) -> dict[str, Any]:
         row = conn.execute("SELECT * FROM projects WHERE id = ?", (info.project_id,)).fetchone()
         if row is None:
             raise ApiError(401, "invalid_key", "the token's project no longer exists")
@@ -180,9 +180,11 @@ async def edge_events(request: web.Request) -> web.Response:
         )
     assert isinstance(items, list)
     # The exact bytes: a spool re-sends the batch it stored, so the same key means the same bytes.
+    # Unlike ingest, another body under a known key is not refused (a proxy must never be stuck
+    # on a 4xx it cannot fix): it is processed, and per-event dedupe keeps charges exact.
     request_hash = hashlib.sha256(raw).hexdigest()
     stored = await services.db.read(
-        lambda conn: stored_answer(conn, info.project_id, "edge", key, request_hash)
+        lambda conn: stored_answer(conn, info.project_id, "edge", key, request_hash, strict=False)
     )
     if stored is not None:
         return web.Response(
@@ -203,7 +205,7 @@ async def edge_events(request: web.Request) -> web.Response:
     totals = {"accepted": 0, "duplicates": 0, "charged": 0, "uncharged": 0}
     queued = 0
 
-    def store_chunk(conn: sqlite3.Connection, chunk: list[EventRecord], number: int) -> int:
+    def store_chunk(conn: Conn, chunk: list[EventRecord], number: int) -> int:
         """Store the chunk's new events and charge them; return webhook rows queued."""
         fresh = not_stored(conn, chunk)
         billable = sum(not r.is_test for r in fresh)
@@ -214,7 +216,7 @@ async def edge_events(request: web.Request) -> web.Response:
                 billable,
                 low_threshold=low,
                 project_id=info.project_id,
-                reference=f"edge:{batch_id}:{key}:{number}",
+                reference=f"edge:{batch_id}:{request_hash[:16]}:{number}",
                 partial=True,
             )
             if billable
@@ -243,8 +245,8 @@ async def edge_events(request: web.Request) -> web.Response:
         totals["uncharged"] += billable - charged
         return added
 
-    def finish(conn: sqlite3.Connection) -> str:
-        again = stored_answer(conn, info.project_id, "edge", key, request_hash)
+    def finish(conn: Conn) -> str:
+        again = stored_answer(conn, info.project_id, "edge", key, request_hash, strict=False)
         if again is not None:  # a twin (another process) finished first: one answer for both
             return again[1]
         answer = json.dumps(

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import io
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiohttp import web
 from control_api import audit
 from control_api.auth import has_account_token, require_key, require_session
 from control_api.errors import ApiError, read_json, require_object
+from control_api.sqltypes import Conn, Row, dialect
 from control_api.state import SERVICES
 from control_api.util import now_ms, parse_rfc3339, rfc3339
 
@@ -93,13 +93,13 @@ def _row(ev: EventRecord, charged: bool, verdict_json: str | None = None) -> tup
     )  # fmt: skip
 
 
-def insert(conn: sqlite3.Connection, ev: EventRecord, verdict_json: str | None = None) -> bool:
+def insert(conn: Conn, ev: EventRecord, verdict_json: str | None = None) -> bool:
     """Insert; False if the trace id exists already (a replay), which is not an error.
     `verdict_json`: the verdict already serialised (the ingest answer), to not encode it twice."""
     return conn.execute(_INSERT, _row(ev, ev.charged, verdict_json)).rowcount == 1
 
 
-def not_stored(conn: sqlite3.Connection, records: list[EventRecord]) -> list[EventRecord]:
+def not_stored(conn: Conn, records: list[EventRecord]) -> list[EventRecord]:
     """The records whose trace id is not stored yet (nor repeated earlier in `records`)."""
     ids = [r.trace_id for r in records]
     existing: set[str] = set()
@@ -115,7 +115,7 @@ def not_stored(conn: sqlite3.Connection, records: list[EventRecord]) -> list[Eve
     return fresh
 
 
-def insert_many(conn: sqlite3.Connection, records: list[EventRecord], charge: int) -> None:
+def insert_many(conn: Conn, records: list[EventRecord], charge: int) -> None:
     """Insert new records in one executemany; the first `charge` non-test ones are marked
     charged (the ones the credits paid for)."""
     rows = []
@@ -126,7 +126,7 @@ def insert_many(conn: sqlite3.Connection, records: list[EventRecord], charge: in
     conn.executemany(_INSERT, rows)
 
 
-def event_json(row: sqlite3.Row) -> dict[str, Any]:
+def event_json(row: Row) -> dict[str, Any]:
     return {
         "traceId": row["trace_id"],
         "projectId": row["project_id"],
@@ -171,7 +171,7 @@ async def resolve_scope(request: web.Request) -> Scope:
     session = await require_session(request)
     wanted = request.query.get("projectId")
 
-    def projects(conn: sqlite3.Connection) -> tuple[str, ...]:
+    def projects(conn: Conn) -> tuple[str, ...]:
         rows = conn.execute("SELECT id FROM projects WHERE account_id = ?", (session.account_id,)).fetchall()
         return tuple(r[0] for r in rows)
 
@@ -279,9 +279,25 @@ def _decode_cursor(raw: str) -> tuple[int, int] | None:
         return None
 
 
-def _where(scope: Scope, f: Filters) -> tuple[str, list[Any]]:
+# The few statements that differ between SQLite and PostgreSQL.
+_HAS_LABEL = {
+    "sqlite": "EXISTS (SELECT 1 FROM json_each(events.labels) WHERE value = ?)",
+    "postgres": "EXISTS (SELECT 1 FROM jsonb_array_elements_text(events.labels::jsonb) AS j(value)"
+    " WHERE j.value = ?)",
+}
+_DAY = {
+    "sqlite": "date(received_at / 1000, 'unixepoch')",
+    "postgres": "to_char(to_timestamp(received_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+_LABELS_TABLE = {
+    "sqlite": "json_each(events.labels) AS j",
+    "postgres": "jsonb_array_elements_text(events.labels::jsonb) AS j(value)",
+}
+
+
+def _where(scope: Scope, f: Filters, sql: str = "sqlite") -> tuple[str, list[Any]]:
     if not scope.project_ids:
-        return "0", []
+        return "1 = 0", []
     clauses = [f"project_id IN ({','.join('?' * len(scope.project_ids))})"]
     params: list[Any] = list(scope.project_ids)
     for column, value in (
@@ -300,15 +316,13 @@ def _where(scope: Scope, f: Filters) -> tuple[str, list[Any]]:
         clauses.append("received_at < ?")
         params.append(f.until)
     if f.label is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(events.labels) WHERE value = ?)")
+        clauses.append(_HAS_LABEL[sql])
         params.append(f.label)
     return " AND ".join(clauses), params
 
 
-def query_page(
-    conn: sqlite3.Connection, scope: Scope, f: Filters, cursor: tuple[int, int] | None, limit: int
-) -> list[sqlite3.Row]:
-    where, params = _where(scope, f)
+def query_page(conn: Conn, scope: Scope, f: Filters, cursor: tuple[int, int] | None, limit: int) -> list[Row]:
+    where, params = _where(scope, f, dialect(conn))
     if cursor is not None:
         # Keyset pagination: stable under inserts, O(limit) however deep the page.
         where += " AND (received_at < ? OR (received_at = ? AND id < ?))"
@@ -357,7 +371,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     if fmt == "csv":
         await response.write(_csv_line(CSV_COLUMNS))
 
-    def page(conn: sqlite3.Connection, cursor: tuple[int, int] | None) -> list[sqlite3.Row]:
+    def page(conn: Conn, cursor: tuple[int, int] | None) -> list[Row]:
         return query_page(conn, scope, f, cursor, EXPORT_PAGE)
 
     cursor: tuple[int, int] | None = None
@@ -438,7 +452,7 @@ async def erase(request: web.Request) -> web.Response:
     # a given request was carried out without keeping the address.
     digest = hashlib.sha256(f"{services.settings.key_pepper}:{value}".encode()).hexdigest()[:16]
 
-    def run(conn: sqlite3.Connection) -> int:
+    def run(conn: Conn) -> int:
         marks = ",".join("?" * len(scope.project_ids)) or "''"
         cur = conn.execute(
             f"DELETE FROM events WHERE {column} = ? AND project_id IN ({marks})",  # noqa: S608 - fixed column
@@ -467,18 +481,19 @@ async def usage(request: web.Request) -> web.Response:
     f = Filters.parse(request.query)
     since = f.since if f.since is not None else now_ms() - 30 * 86400_000
 
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def run(conn: Conn) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(scope.project_ids)) or "''"
         base = f"project_id IN ({marks}) AND received_at >= ? AND received_at < ? AND is_test = 0"
         params = (*scope.project_ids, since, f.until if f.until is not None else 2**62)
         days: dict[tuple[str, str], dict[str, Any]] = {}
+        sql = dialect(conn)
         by_decision = (
-            "SELECT project_id, date(received_at / 1000, 'unixepoch') AS day, decision,"  # noqa: S608 - only placeholders are joined in
-            " COUNT(*) AS n FROM events WHERE " + base + " GROUP BY 1, 2, 3"
+            f"SELECT project_id, {_DAY[sql]} AS day, decision, COUNT(*) AS n FROM events"  # noqa: S608 - fixed fragments and placeholders
+            f" WHERE {base} GROUP BY 1, 2, 3"
         )
         by_label = (
-            "SELECT project_id, date(received_at / 1000, 'unixepoch') AS day, j.value AS label,"  # noqa: S608
-            " COUNT(*) AS n FROM events, json_each(events.labels) AS j WHERE " + base + " GROUP BY 1, 2, 3"
+            f"SELECT project_id, {_DAY[sql]} AS day, j.value AS label, COUNT(*) AS n"  # noqa: S608
+            f" FROM events, {_LABELS_TABLE[sql]} WHERE {base} GROUP BY 1, 2, 3"
         )
         for row in conn.execute(by_decision, params):
             entry = days.setdefault(
@@ -504,7 +519,7 @@ async def usage(request: web.Request) -> web.Response:
     return web.json_response({"days": await request.app[SERVICES].db.read(run)})
 
 
-def purge_expired(conn: sqlite3.Connection, idempotency_ttl_s: int = 86400) -> int:
+def purge_expired(conn: Conn, idempotency_ttl_s: int = 86400) -> int:
     """Delete events older than their project's retention (and expired idempotency answers);
     return how many events."""
     now = now_ms()

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from control_api.events import EventRecord, insert
 from control_api.keys import KeyInfo
 from control_api.metrics import METRICS
 from control_api.projects import scoring_config
+from control_api.sqltypes import Conn
 from control_api.state import SERVICES
 from control_api.util import now_ms
 from rules import Engine, ScoringConfig, Submission, SubmissionError, Thresholds, Verdict
@@ -92,8 +92,10 @@ def idempotency_key(request: web.Request) -> str | None:
 
 
 def stored_answer(
-    conn: sqlite3.Connection, project_id: str, scope: str, key: str, request_hash: str
+    conn: Conn, project_id: str, scope: str, key: str, request_hash: str, *, strict: bool = True
 ) -> tuple[int, str] | None:
+    """The stored (status, answer) for this key, None if there is none. Another body under the
+    same key is a 422 when `strict`, else treated as no answer (the caller processes it)."""
     row = conn.execute(
         "SELECT request_hash, status, response FROM idempotency WHERE project_id = ? AND scope = ?"
         " AND key = ?",
@@ -102,6 +104,8 @@ def stored_answer(
     if row is None:
         return None
     if row["request_hash"] != request_hash:
+        if not strict:
+            return None
         raise ApiError(
             422,
             "idempotency_key_reused",
@@ -111,7 +115,7 @@ def stored_answer(
 
 
 def remember(
-    conn: sqlite3.Connection,
+    conn: Conn,
     project_id: str,
     scope: str,
     key: str,
@@ -119,9 +123,12 @@ def remember(
     status: int,
     response: str,
 ) -> None:
+    """Store the answer under the key (the latest body's answer wins if a key is reused)."""
     conn.execute(
         "INSERT INTO idempotency (project_id, scope, key, request_hash, status, response,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, scope, key) DO UPDATE"
+        " SET request_hash = excluded.request_hash, status = excluded.status,"
+        " response = excluded.response, created_at = excluded.created_at",
         (project_id, scope, key, request_hash, status, response, now_ms()),
     )
 
@@ -182,7 +189,7 @@ async def score_and_record(
         charged=charge,
     )
 
-    def commit(conn: sqlite3.Connection) -> tuple[str | None, int]:
+    def commit(conn: Conn) -> tuple[str | None, int]:
         """(an earlier answer to the same Idempotency-Key, or None; webhook rows queued)."""
         queued = 0
         if idem is not None:
@@ -295,7 +302,7 @@ async def feedback(request: web.Request) -> web.Response:
     return web.json_response({"traceId": trace_id, "feedback": verdict})
 
 
-def record_feedback(conn: sqlite3.Connection, project_id: str, trace_id: str, verdict: str) -> bool:
+def record_feedback(conn: Conn, project_id: str, trace_id: str, verdict: str) -> bool:
     cur = conn.execute(
         "UPDATE events SET feedback = ?, feedback_at = ? WHERE trace_id = ? AND project_id = ?",
         (verdict, now_ms(), trace_id, project_id),

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import sqlite3
 import time
 import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+from control_api.sqltypes import Conn, Row
 from control_api.util import _ALPHABET, base62, now_ms
 
 KeyKind = Literal["live", "edge", "acct"]
@@ -89,7 +89,7 @@ class KeyStore:
 
     def create(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         *,
         kind: KeyKind,
         project_id: str,
@@ -118,7 +118,7 @@ class KeyStore:
         return key, describe_row(conn.execute("SELECT * FROM api_keys WHERE id = ?", (public_id,)).fetchone())
 
     def create_account_token(
-        self, conn: sqlite3.Connection, *, account_id: str, name: str
+        self, conn: Conn, *, account_id: str, name: str
     ) -> tuple[str, dict[str, object]]:
         """Insert an account token; return (the full token, to show once; its description)."""
         public_id, secret = base62(12), base62(32)
@@ -144,7 +144,7 @@ class KeyStore:
             return entry
         return None
 
-    def load(self, conn: sqlite3.Connection, kind: KeyKind, public_id: str) -> _Cached:
+    def load(self, conn: Conn, kind: KeyKind, public_id: str) -> _Cached:
         if kind == "acct":
             row = conn.execute(
                 "SELECT id, 'acct' AS kind, '' AS project_id, account_id, secret_hash, revoked_at"
@@ -183,7 +183,7 @@ class KeyStore:
         return True
 
 
-def describe_row(row: sqlite3.Row) -> dict[str, object]:
+def describe_row(row: Row) -> dict[str, object]:
     from control_api.util import rfc3339
 
     return {
@@ -198,7 +198,7 @@ def describe_row(row: sqlite3.Row) -> dict[str, object]:
     }
 
 
-def describe_token(row: sqlite3.Row) -> dict[str, object]:
+def describe_token(row: Row) -> dict[str, object]:
     from control_api.util import rfc3339
 
     return {

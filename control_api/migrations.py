@@ -4,13 +4,16 @@ Why not Alembic: it needs SQLAlchemy as the connection layer, and this service s
 directly. The runner below is the small part of Alembic we need (ordered versions recorded in a
 table, each in a transaction, refusing a database newer than the code). Append migrations; never
 edit one that has shipped. Times are integer milliseconds since the epoch (UTC), sortable and
-portable to PostgreSQL's BIGINT.
+portable to PostgreSQL's BIGINT. The DDL is written once, in SQLite's words; control_api.pg maps
+the two that differ (AUTOINCREMENT keys, INTEGER width) for PostgreSQL, where an advisory lock
+lets only one of several starting processes migrate.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
+
+from control_api.sqltypes import Conn, dialect
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -193,21 +196,35 @@ CREATE INDEX account_tokens_account ON account_tokens(account_id)
 ]
 
 
+_LOCK_ID = 727_001  # pg_advisory_lock key of the control API's migrations
+
+
 class MigrationError(Exception):
     """The database's schema cannot be brought to this code's version."""
 
 
-def current_version(conn: sqlite3.Connection) -> int:
+def current_version(conn: Conn) -> int:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        "(version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
     )
     row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
     return int(row[0] or 0)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Conn) -> int:
     """Apply every migration newer than the database; return the resulting version."""
+    if dialect(conn) == "postgres":
+        # Several processes may start at once against one server: one migrates, the rest wait.
+        conn.execute("SELECT pg_advisory_lock(?)", (_LOCK_ID,))
+        try:
+            return _migrate(conn)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(?)", (_LOCK_ID,))
+    return _migrate(conn)
+
+
+def _migrate(conn: Conn) -> int:
     version = current_version(conn)
     latest = MIGRATIONS[-1][0]
     if version > latest:

@@ -6,7 +6,6 @@ Another account's project answers 404 exactly like a missing one, so ids cannot 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from control_api import audit
 from control_api.auth import require_session
 from control_api.errors import ApiError, read_json, require_object
+from control_api.sqltypes import Conn, Row
 from control_api.state import SERVICES
 from control_api.util import new_id, now_ms, rfc3339
 from rules.config import ConfigError, ScoringConfig, Thresholds
@@ -31,23 +31,23 @@ class ProjectNotFound(LookupError):
     """No such project for this account."""
 
 
-def load_project(conn: sqlite3.Connection, account_id: str, project_id: str) -> sqlite3.Row:
+def load_project(conn: Conn, account_id: str, project_id: str) -> Row:
     row = conn.execute(
         "SELECT * FROM projects WHERE id = ? AND account_id = ?", (project_id, account_id)
     ).fetchone()
     if row is None:
         raise ApiError(404, "not_found", "no such project")
-    found: sqlite3.Row = row
+    found: Row = row
     return found
 
 
-def scoring_config(row: sqlite3.Row) -> ScoringConfig:
+def scoring_config(row: Row) -> ScoringConfig:
     data = json.loads(row["scoring"])
     data["thresholds"] = {"block": row["block_threshold"], "review": row["review_threshold"]}
     return ScoringConfig.model_validate(data)
 
 
-def project_json(row: sqlite3.Row) -> dict[str, Any]:
+def project_json(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "name": row["name"],
@@ -64,12 +64,12 @@ def project_json(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def create_project(
-    conn: sqlite3.Connection,
+    conn: Conn,
     account_id: str,
     name: str,
     base_scoring: dict[str, Any],
     retention_days: int,
-) -> sqlite3.Row:
+) -> Row:
     project_id = new_id("prj")
     base = ScoringConfig.model_validate(base_scoring)
     scoring = base.model_dump(include=set(_SCORING_KEYS), mode="json")
@@ -89,7 +89,7 @@ def create_project(
             now,
         ),
     )
-    row: sqlite3.Row = conn.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+    row: Row = conn.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
     return row
 
 
@@ -123,7 +123,7 @@ async def new_project(request: web.Request) -> web.Response:
     name = _name(body.get("name"))
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def create(conn: sqlite3.Connection) -> sqlite3.Row:
+    def create(conn: Conn) -> Row:
         count = conn.execute(
             "SELECT COUNT(*) FROM projects WHERE account_id = ?", (session.account_id,)
         ).fetchone()[0]
@@ -151,7 +151,7 @@ async def get_project(request: web.Request) -> web.Response:
     return web.json_response(project_json(row))
 
 
-def validate_patch(body: dict[str, Any], current: sqlite3.Row) -> tuple[dict[str, Any], ScoringConfig]:
+def validate_patch(body: dict[str, Any], current: Row) -> tuple[dict[str, Any], ScoringConfig]:
     """Column updates and the resulting ScoringConfig; ApiError(400) naming the bad key."""
     known = {
         "name",
@@ -272,7 +272,7 @@ async def update_project(request: web.Request) -> web.Response:
             ) from exc
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def apply(conn: sqlite3.Connection) -> sqlite3.Row:
+    def apply(conn: Conn) -> Row:
         load_project(conn, session.account_id, pid)
         if updates:
             cols = ", ".join(f"{k} = ?" for k in updates)
@@ -282,7 +282,7 @@ async def update_project(request: web.Request) -> web.Response:
                 (*updates.values(), now_ms(), pid, session.account_id),
             )
             audit.record(conn, actor, "project.updated", pid, {"changed": sorted(body)})
-        row: sqlite3.Row = load_project(conn, session.account_id, pid)
+        row: Row = load_project(conn, session.account_id, pid)
         return row
 
     row = await services.db.write(apply)
@@ -296,7 +296,7 @@ async def delete_project(request: web.Request) -> web.Response:
     pid = request.match_info["project_id"]
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def delete(conn: sqlite3.Connection) -> None:
+    def delete(conn: Conn) -> None:
         load_project(conn, session.account_id, pid)
         conn.execute("DELETE FROM projects WHERE id = ? AND account_id = ?", (pid, session.account_id))
         audit.record(conn, actor, "project.deleted", pid)
@@ -315,7 +315,7 @@ async def list_keys(request: web.Request) -> web.Response:
     session = await require_session(request)
     pid = request.match_info["project_id"]
 
-    def read(conn: sqlite3.Connection) -> list[dict[str, object]]:
+    def read(conn: Conn) -> list[dict[str, object]]:
         load_project(conn, session.account_id, pid)
         rows = conn.execute(
             "SELECT * FROM api_keys WHERE project_id = ? ORDER BY created_at", (pid,)
@@ -342,7 +342,7 @@ async def create_key(request: web.Request) -> web.Response:
     name = _name(body.get("name", "default"))
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def create(conn: sqlite3.Connection) -> tuple[str, dict[str, object]]:
+    def create(conn: Conn) -> tuple[str, dict[str, object]]:
         load_project(conn, session.account_id, pid)
         key, described = services.keys.create(
             conn, kind=kind, project_id=pid, account_id=session.account_id, name=name
@@ -362,7 +362,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     pid, kid = request.match_info["project_id"], request.match_info["key_id"]
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def revoke(conn: sqlite3.Connection) -> None:
+    def revoke(conn: Conn) -> None:
         load_project(conn, session.account_id, pid)
         cur = conn.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND project_id = ? AND revoked_at IS NULL",

@@ -35,7 +35,8 @@ class ControlApiSettings(BaseSettings):
     port: int = Field(8700, ge=0, le=65535, description="Port the HTTP server listens on.")
     db: str = Field(
         "var/control_api.sqlite3",
-        description="SQLite database file (WAL mode); ':memory:' for a throwaway database.",
+        description="SQLite database file (WAL mode; ':memory:' for a throwaway one), or a "
+        "PostgreSQL URL (postgresql://user:password@host:5432/dbname).",
     )
     redis_url: str | None = Field(
         None,

@@ -20,7 +20,6 @@ import json
 import logging
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +34,7 @@ from control_api.auth import require_session
 from control_api.errors import ApiError, read_json, require_object
 from control_api.metrics import METRICS
 from control_api.projects import load_project
+from control_api.sqltypes import Conn, Row
 from control_api.state import SERVICES
 from control_api.util import new_id, now_ms, rfc3339
 
@@ -170,7 +170,7 @@ def check_url(url: object, allow_private: bool) -> str:
 # -- outbox ------------------------------------------------------------------------------------
 
 
-def active_hooks(conn: sqlite3.Connection, project_id: str) -> list[tuple[str, list[str], list[str]]]:
+def active_hooks(conn: Conn, project_id: str) -> list[tuple[str, list[str], list[str]]]:
     """(id, events, decisions) of the project's active webhooks."""
     return [
         (row[0], json.loads(row[1]), json.loads(row[2]))
@@ -182,7 +182,7 @@ def active_hooks(conn: sqlite3.Connection, project_id: str) -> list[tuple[str, l
 
 
 def enqueue(
-    conn: sqlite3.Connection,
+    conn: Conn,
     project_id: str,
     event_type: str,
     data: dict[str, Any],
@@ -211,7 +211,7 @@ def enqueue(
     return count
 
 
-def enqueue_account(conn: sqlite3.Connection, account_id: str, event_type: str, data: dict[str, Any]) -> int:
+def enqueue_account(conn: Conn, account_id: str, event_type: str, data: dict[str, Any]) -> int:
     """Account-wide events (credits.low) go to every project's subscribed webhooks."""
     rows = conn.execute("SELECT id FROM projects WHERE account_id = ?", (account_id,)).fetchall()
     return sum(enqueue(conn, row[0], event_type, data) for row in rows)
@@ -250,15 +250,33 @@ class WebhookWorker:
                 services.webhook_wakeup.clear()
 
     async def run_once(self) -> int:
-        due = await self._services.db.read(
-            lambda conn: conn.execute(
-                "SELECT d.id, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d"
-                " JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending'"
-                " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT 50",
-                (now_ms(),),
+        lease_ms = int((self._services.settings.webhook_timeout_s + 30) * 1000)
+
+        def claim(conn: Conn) -> list[dict[str, Any]]:
+            # Claim by moving next_attempt_at past the attempt's lease, guarded by its old value:
+            # with several processes (PostgreSQL) each delivery goes to exactly one worker, and
+            # a worker that dies mid-attempt leaves it to be retried once the lease runs out.
+            now = now_ms()
+            rows = conn.execute(
+                "SELECT d.id, d.payload, d.attempts, d.next_attempt_at, w.url, w.secret"
+                " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
+                " ORDER BY d.next_attempt_at LIMIT 50",
+                (now,),
             ).fetchall()
-        )
-        await asyncio.gather(*(self._deliver(dict(row)) for row in due))
+            claimed = []
+            for row in rows:
+                cur = conn.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?"
+                    " AND status = 'pending' AND next_attempt_at = ?",
+                    (now + lease_ms, row["id"], row["next_attempt_at"]),
+                )
+                if cur.rowcount == 1:
+                    claimed.append({k: row[k] for k in ("id", "payload", "attempts", "url", "secret")})
+            return claimed
+
+        due = await self._services.db.write(claim)
+        await asyncio.gather(*(self._deliver(row) for row in due))
         return len(due)
 
     async def _deliver(self, row: dict[str, Any]) -> None:
@@ -289,7 +307,7 @@ class WebhookWorker:
         backoff = self._services.settings.webhook_backoff_s
         attempts = row["attempts"] + 1
 
-        def record(conn: sqlite3.Connection) -> None:
+        def record(conn: Conn) -> None:
             conn.execute(
                 "INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, response_ms,"
                 " error) VALUES (?, ?, ?, ?, ?)",
@@ -338,7 +356,7 @@ async def webhook_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 # -- management endpoints (session) ------------------------------------------------------------
 
 
-def _hook_json(row: sqlite3.Row, secret: str | None = None) -> dict[str, Any]:
+def _hook_json(row: Row, secret: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row["id"],
         "projectId": row["project_id"],
@@ -387,7 +405,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     session = await require_session(request)
     pid = request.match_info["project_id"]
 
-    def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def read(conn: Conn) -> list[dict[str, Any]]:
         load_project(conn, session.account_id, pid)
         return [
             _hook_json(r)
@@ -407,7 +425,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     secret = new_secret()
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def create(conn: sqlite3.Connection) -> sqlite3.Row:
+    def create(conn: Conn) -> Row:
         load_project(conn, session.account_id, pid)
         n = conn.execute("SELECT COUNT(*) FROM webhooks WHERE project_id = ?", (pid,)).fetchone()[0]
         if n >= MAX_WEBHOOKS_PER_PROJECT:
@@ -432,7 +450,7 @@ async def create_webhook(request: web.Request) -> web.Response:
             ),
         )
         audit.record(conn, actor, "webhook.created", hook_id, {"url": url, "events": events})
-        row: sqlite3.Row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (hook_id,)).fetchone()
+        row: Row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (hook_id,)).fetchone()
         return row
 
     row = await services.db.write(create)
@@ -445,7 +463,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     pid, hid = request.match_info["project_id"], request.match_info["webhook_id"]
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def delete(conn: sqlite3.Connection) -> None:
+    def delete(conn: Conn) -> None:
         load_project(conn, session.account_id, pid)
         if conn.execute("DELETE FROM webhooks WHERE id = ? AND project_id = ?", (hid, pid)).rowcount == 0:
             raise ApiError(404, "not_found", "no such webhook")
@@ -460,7 +478,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     session = await require_session(request)
     pid, hid = request.match_info["project_id"], request.match_info["webhook_id"]
 
-    def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def read(conn: Conn) -> list[dict[str, Any]]:
         load_project(conn, session.account_id, pid)
         rows = conn.execute(
             "SELECT * FROM webhook_deliveries WHERE webhook_id = ? AND project_id = ?"
@@ -510,7 +528,7 @@ async def redeliver(request: web.Request) -> web.Response:
     hid, did = request.match_info["webhook_id"], request.match_info["delivery_id"]
     actor = audit.Actor.of(request, session.account_id, session.actor)
 
-    def again(conn: sqlite3.Connection) -> None:
+    def again(conn: Conn) -> None:
         load_project(conn, session.account_id, pid)
         cur = conn.execute(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ? WHERE id = ?"

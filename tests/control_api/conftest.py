@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from aiohttp.test_utils import TestClient
 from control_api.app import create_app
 from control_api.settings import ControlApiSettings
 from rules import Engine, ScoringConfig
+from tests.control_api.pgserver import PostgresServer, postgres_server
+from tests.control_api.pgserver import available as pg_available
 
 _ENGINE: Engine | None = None
 
@@ -112,3 +115,23 @@ def db_rows(path: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session; each test gets a database of its own."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    if not pg_available():
+        pytest.skip("PostgreSQL server binaries (and root, to run them as postgres) are needed")
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    import psycopg
+
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres.url(name)

@@ -162,3 +162,19 @@ async def test_large_batch_is_stored_in_chunks_and_charged_exactly(
     assert (out["accepted"], out["duplicates"], out["charged"]) == (300, 300, 300)
     after = (await (await client.get("/v1/credits", headers=live)).json())["balance"]
     assert before - after == 600
+
+
+async def test_reused_batch_key_with_other_events_is_processed_not_refused(
+    client: TestClient[Any, Any]
+) -> None:
+    _, _, auth = await edge_setup(client)
+    headers = {**auth, "Idempotency-Key": "segment-7"}
+    first = await client.post("/v1/edge/events", json={"batchId": "s7", "events": [event(1)]},
+                              headers=headers)
+    assert (await first.json())["accepted"] == 1
+    other = await client.post("/v1/edge/events",
+                              json={"batchId": "s7", "events": [event(1), event(2)]},
+                              headers=headers)
+    assert other.status == 200
+    out = await other.json()
+    assert (out["accepted"], out["duplicates"], out["charged"]) == (1, 1, 1)

@@ -147,3 +147,15 @@ async def test_usage_per_day(client: TestClient[Any, Any]) -> None:
     assert first["projectId"] == pid
     assert (first["scored"], first["allowed"], first["review"], first["blocked"]) == (6, 2, 2, 2)
     assert first["byLabel"] == {"tor_exit": 2}
+
+
+async def test_export_spans_many_pages(client: TestClient[Any, Any]) -> None:
+    owner = await sign_up(client)
+    pid = (await owner.project())["id"]
+    edge = {"Authorization": f"Bearer {await owner.key(pid, 'edge')}", "Idempotency-Key": "many"}
+    await client.post("/v1/edge/events", json={"batchId": "many", "events": [
+        event(i) for i in range(1234)]}, headers=edge)
+    auth = {"Authorization": f"Bearer {await owner.key(pid)}"}
+    text = await (await client.get("/v1/events/export?format=jsonl", headers=auth)).text()
+    ids = [json.loads(line)["traceId"] for line in text.splitlines()]
+    assert len(ids) == len(set(ids)) == 1234
