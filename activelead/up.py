@@ -1,8 +1,9 @@
 """`activelead up`: the whole product on embedded defaults, on one machine, no external services.
 
 1. scores the bundled sample submissions and prints the verdicts (the engine on its own);
-2. creates the demo account, project, API key and edge token in the control API's SQLite file
-   on first start and prints the secrets once;
+2. creates the demo account, project, API key, edge token and credits in the control API's
+   SQLite file on first start, prints the secrets once, and writes the addresses and demo
+   credentials to `.activelead/stack.json` (mode 0600) so scripts and tests can drive the stack;
 3. starts the control API, a demo origin site with a contact form, and `activelead proxy` in
    front of it (render protection on, events shipped to the control API);
 4. with `--check`, drives one person-like and one bot submission through the proxy, shows what
@@ -42,7 +43,8 @@ ATTR = re.compile(r'(\w[\w-]*)="([^"]*)"')
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", default="samples/submissions.jsonl",
                         help="submissions to score at start-up")
-    parser.add_argument("--state-dir", default="var/up", help="databases, spool, generated config")
+    parser.add_argument("--state-dir", default=".activelead",
+                        help="stack.json, databases, spool, logs, generated config")
     parser.add_argument("--proxy-port", type=int, default=8080)
     parser.add_argument("--api-port", type=int, default=8700)
     parser.add_argument("--origin-port", type=int, default=8081)
@@ -103,24 +105,34 @@ def _stack_config(args: argparse.Namespace, state: Path, edge_token: str,
     return config
 
 
-def _bootstrap(config_path: Path, state: Path) -> dict[str, Any]:
-    """First start: create the demo tenant and keep what the proxy needs (its edge token)."""
+def _bootstrap(args: argparse.Namespace, config_path: Path, state: Path) -> dict[str, Any]:
+    """First start: create the demo tenant; always: write stack.json for scripts and tests."""
     from control_api.cli import bootstrap_demo
     from control_api.settings import load_settings
 
-    saved = state / "edge.json"
+    stack_json = state / "stack.json"
     result = bootstrap_demo(load_settings(config_path))
-    if result["created"]:
-        saved.write_text(json.dumps({"edgeToken": result["edgeToken"],
-                                     "projectId": result["projectId"]}))
-        saved.chmod(0o600)
-        print("\nCreated the demo account (secrets are shown once; only hashes are stored):")
-        print(f"  dashboard login: {result['account']['email']} / {result['account']['password']}")
-        print(f"  API key:         {result['apiKey']}")
-        return {**result, "fresh": True}
-    if not saved.exists():
-        raise SystemExit(f"activelead up: {saved} is missing; delete {state} to start afresh")
-    return {**json.loads(saved.read_text()), "fresh": False}
+    if not result["created"]:
+        if not stack_json.exists():
+            raise SystemExit(f"activelead up: {stack_json} is missing; delete {state} to start afresh")
+        return {**json.loads(stack_json.read_text()), "fresh": False}
+    proxy_url = f"http://127.0.0.1:{args.proxy_port}"
+    stack = {
+        "proxyUrl": proxy_url,
+        "controlApiUrl": f"http://127.0.0.1:{args.api_port}",
+        "demoFormUrl": proxy_url + "/",
+        "apiKey": result["apiKey"],
+        "edgeToken": result["edgeToken"],
+        "projectId": result["projectId"],
+        "account": result["account"],
+    }
+    stack_json.touch(mode=0o600)
+    stack_json.write_text(json.dumps(stack, indent=2))
+    print("\nCreated the demo account (shown once here; also in "
+          f"{stack_json}, readable only by you):")
+    print(f"  dashboard login: {result['account']['email']} / {result['account']['password']}")
+    print(f"  API key:         {result['apiKey']}")
+    return {**stack, "fresh": True}
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 30) -> None:
@@ -144,8 +156,11 @@ def _post(url: str, fields: dict[str, str], headers: dict[str, str]) -> tuple[in
         return exc.code, dict(exc.headers)
 
 
-def _check(args: argparse.Namespace, api_key: str | None) -> bool:
+def _check(args: argparse.Namespace, api_key: str) -> bool:
     base = f"http://127.0.0.1:{args.proxy_port}"
+    api = f"http://127.0.0.1:{args.api_port}"
+    before_balance = _get(api + "/v1/credits", api_key)["balance"]
+    before_events = len(_get(api + "/v1/events?limit=500", api_key)["events"])
     browser = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")
     index = urllib.request.Request(base + "/", headers={"User-Agent": browser})  # noqa: S310
@@ -167,24 +182,27 @@ def _check(args: argparse.Namespace, api_key: str | None) -> bool:
     bot_status, bot_headers = _post(base + "/contact", bot, {"User-Agent": "python-requests/2.32"})
     print(f"bot POST (no token, script UA): {bot_status} "
           f"decision={bot_headers.get('X-Activelead-Decision') or 'blocked'}")
-    ok = status == 200 and bot_status >= 400
-    if api_key:
-        events = _wait_for_events(f"http://127.0.0.1:{args.api_port}", api_key, want=2)
-        print(f"control API: {len(events)} event(s) recorded for the demo project "
-              f"({', '.join(e['verdict']['decision'] for e in events)})")
-        ok = ok and len(events) >= 2
-    return ok
+    events = _wait_for_events(api, api_key, want=before_events + 2)
+    balance = _get(api + "/v1/credits", api_key)["balance"]
+    print(f"control API: {len(events) - before_events} new event(s) recorded "
+          f"({', '.join(e['verdict']['decision'] for e in events[:len(events) - before_events])}); "
+          f"credits {before_balance} -> {balance}")
+    return (status == 200 and bot_status == 403 and len(events) >= before_events + 2
+            and balance <= before_balance - 2)
+
+
+def _get(url: str, api_key: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (local URL)
+        return json.loads(response.read())
 
 
 def _wait_for_events(api: str, api_key: str, want: int, timeout_s: float = 15) -> list[Any]:
     """The proxy ships events in batches from its spool: poll until they have arrived."""
-    request = urllib.request.Request(api + "/v1/events",  # noqa: S310 (local URL)
-                                     headers={"Authorization": f"Bearer {api_key}"})
     deadline = time.monotonic() + timeout_s
     events: list[Any] = []
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            events = json.loads(response.read())["events"]
+        events = _get(api + "/v1/events?limit=500", api_key)["events"]
         if len(events) >= want:
             break
         time.sleep(0.5)
@@ -199,7 +217,7 @@ def run_up(args: argparse.Namespace) -> int:
     stack_file = state / "activelead-up.yaml"
     # the control API section first (bootstrap needs its db path), then the full file
     stack_file.write_text(yaml.safe_dump(_stack_config(args, state, "", "")))
-    demo = _bootstrap(stack_file, state)
+    demo = _bootstrap(args, stack_file, state)
     stack_file.write_text(yaml.safe_dump(_stack_config(args, state, demo["edgeToken"],
                                                        demo["projectId"])))
     stack_file.chmod(0o600)  # it holds the proxy's edge token
@@ -227,7 +245,7 @@ Activelead is up (logs in {logs}):
   control API           http://127.0.0.1:{args.api_port}/v1/openapi.json
   proxy health/metrics  http://127.0.0.1:{args.admin_port}/__activelead/health  /metrics""")
         if args.check:
-            return 0 if _check(args, demo.get("apiKey")) else 1
+            return 0 if _check(args, demo["apiKey"]) else 1
         print("Press Ctrl-C to stop.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(proc.poll() is None for _, proc in procs):
