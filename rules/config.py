@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -69,6 +69,21 @@ class Lists(BaseModel):
     )
 
 
+# Feature flags: named, documented switches that a project turns on in the dashboard. Each is a
+# set of weight overrides on built-in rules, so a flag is explained by the same hits as always.
+FLAGS: dict[str, tuple[str, dict[str, int]]] = {
+    "block_disposable_email": ("Block disposable e-mail addresses outright.", {"100110": 100}),
+    "block_tor": ("Block submissions through Tor exit nodes.", {"200110": 100}),
+    "block_datacenter": ("Block submissions from hosting/cloud networks (APIs, B2B forms "
+                         "with no server-side senders only).", {"200100": 100}),
+    "block_automation": ("Block HTTP libraries and headless browsers outright.", {"300120": 100}),
+    "require_business_email": ("Treat free consumer mailboxes as suspicious (B2B forms).",
+                               {"100130": 40}),
+    "ignore_role_email": ("Do not count role accounts (info@, sales@) against a lead.",
+                          {"100120": 0}),
+}
+
+
 class ScoringConfig(BaseModel):
     """Everything the engine needs from config: thresholds, lists, limits and custom rules."""
 
@@ -85,6 +100,39 @@ class ScoringConfig(BaseModel):
     min_fill_ms: int = Field(
         2500, ge=0, le=600_000, description="Render-to-submit time under which a form is too fast."
     )
+    weights: dict[str, int] = Field(
+        default_factory=dict,
+        description="Weight overrides for built-in rules by id (0-100); 0 keeps the label only.",
+    )
+    flags: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Feature flags by name (see FLAGS in rules/config.py and the README).",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        for rule_id, weight in value.items():
+            if not 0 <= weight <= 100:
+                raise ValueError(f"weight of {rule_id} must be 0-100")
+        return value
+
+    @field_validator("flags")
+    @classmethod
+    def _flags(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(FLAGS))
+        if unknown:
+            raise ValueError(f"unknown flags {unknown}; known: {sorted(FLAGS)}")
+        return value
+
+    def weight_overrides(self) -> dict[str, int]:
+        """Flags first, then explicit weights (an explicit weight wins over a flag)."""
+        out: dict[str, int] = {}
+        for name, on in self.flags.items():
+            if on:
+                out.update(FLAGS[name][1])
+        out.update(self.weights)
+        return out
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

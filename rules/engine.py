@@ -10,7 +10,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -127,12 +127,20 @@ class Engine:
         self.enrichers = enrichers
         self.config = config
         self.builtin = builtin
+        builtin_ids = {r.id for r in builtin}
         disabled = set(config.disabled_rules)
-        unknown = disabled - {r.id for r in builtin}
+        unknown = disabled - builtin_ids
         if unknown:
             raise ConfigError(source, "scoring.disabled_rules", f"unknown rule ids {sorted(unknown)}")
-        custom = compile_custom(config.custom_rules, {r.id for r in builtin}, source)
-        self.rules = [r for r in builtin if r.id not in disabled] + custom
+        unknown = set(config.weights) - builtin_ids
+        if unknown:
+            raise ConfigError(source, "scoring.weights", f"unknown rule ids {sorted(unknown)}")
+        overrides = config.weight_overrides()
+        custom = compile_custom(config.custom_rules, builtin_ids, source)
+        self.rules = [
+            replace(r, weight=overrides[r.id]) if r.id in overrides else r
+            for r in builtin if r.id not in disabled
+        ] + custom
         self._lists = _compile_lists(config, source)
         self._has_lists = any((self._lists.allow_emails, self._lists.allow_domains,
                                self._lists.allow_nets, self._lists.deny_emails,

@@ -115,3 +115,38 @@ def test_numeric_operators_on_non_numeric_facts_never_raise(engine: Engine, op: 
     verdict = custom.score(make_submission(fields={"message": "5"}))
     # none of these facts is a number (the field value is the string "5"): no hit, no exception
     assert [h.rule_id for h in verdict.hits if h.rule_id.startswith("C-")] == []
+
+
+def test_flags_and_weight_overrides(engine: Engine) -> None:
+    disposable = make_submission(email="x@mailinator.com")
+    assert engine.score(disposable).decision == "review"  # 50 on its own
+    flagged = engine.with_config(ScoringConfig(flags={"block_disposable_email": True}))
+    verdict = flagged.score(disposable)
+    assert (verdict.decision, verdict.score, verdict.hits[0].weight) == ("blocked", 100, 100)
+    # an explicit weight wins over the flag; 0 keeps the label but adds nothing
+    quiet = engine.with_config(ScoringConfig(flags={"block_disposable_email": True},
+                                             weights={"100110": 0}))
+    verdict = quiet.score(disposable)
+    assert (verdict.score, verdict.labels) == (0, ["disposable_email"])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"flags": {"block_everything": True}}, "unknown flags ['block_everything']"),
+        ({"weights": {"100110": 101}}, "weight of 100110 must be 0-100"),
+    ],
+)
+def test_bad_flags_and_weights_are_refused(config, message) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        ScoringConfig.model_validate(config)
+
+
+def test_weight_for_unknown_rule_names_the_key(engine: Engine) -> None:
+    from rules import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        engine.with_config(ScoringConfig(weights={"999999": 5}), "activelead.yaml")
+    assert str(err.value) == "activelead.yaml: scoring.weights: unknown rule ids ['999999']"
