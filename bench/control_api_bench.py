@@ -118,12 +118,42 @@ if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 wrk.body = [[BODY]]
 """
 
+# Appended for --rate: a global schedule hands out send times RATE per second apart to whichever
+# connection asks next (wrk calls delay() before each request and times the request itself from
+# when it is sent), so the server sees a steady offered load instead of a closed loop's convoy.
+WRK_RATE_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_usec; } al_timeval;
+int gettimeofday(al_timeval *tv, void *tz);
+]]
+local tv = ffi.new("al_timeval")
+local function now_ms()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) * 1000 + tonumber(tv.tv_usec) / 1000
+end
+local interval = 1000 / RATE
+local next_at = nil
+function delay()
+  local t = now_ms()
+  if next_at == nil or next_at < t - 100 then next_at = t end  -- behind: no catch-up burst
+  next_at = next_at + interval
+  local wait = next_at - t
+  if wait < 1 then return 0 end
+  return math.floor(wait)
+end
+"""
 
-def wrk_load(url: str, key: str, duration: float, concurrency: int) -> dict[str, float]:
+
+def wrk_load(url: str, key: str, duration: float, concurrency: int, rate: float = 0) -> dict[str, float]:
     """The same measurement with wrk (C, one thread): far cheaper than a Python client, so the
-    server gets the CPU the Python generator would take."""
+    server gets the CPU the Python generator would take. `rate` > 0: a steady offered load of
+    that many requests/s (latency at that load) instead of as fast as the server answers."""
     script = Path(tempfile.mkdtemp(prefix="al-wrk-")) / "post.lua"
-    script.write_text(WRK_LUA.replace("BODY", json.dumps(BODY)))
+    lua = WRK_LUA.replace("BODY", json.dumps(BODY))
+    if rate > 0:
+        lua += WRK_RATE_LUA.replace("RATE", repr(float(rate)))
+    script.write_text(lua)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script),
          url], capture_output=True, text=True, check=True, env={**os.environ, "AL_KEY": key},
@@ -143,7 +173,7 @@ def wrk_load(url: str, key: str, duration: float, concurrency: int) -> dict[str,
             "errors": errors}
 
 
-async def edge_batches(base: str, token: str, total: int, per_batch: int) -> float:
+async def edge_batches(base: str, token: str, total: int, per_batch: int, run: int = 0) -> float:
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     async with aiohttp.ClientSession() as s:
@@ -151,11 +181,11 @@ async def edge_batches(base: str, token: str, total: int, per_batch: int) -> flo
 
         async def send(b: int) -> None:
             events = [{
-                "traceId": f"tr_bench_{b:05d}_{i:05d}", "siteId": "s", "formId": "contact",
+                "traceId": f"tr_bench{run}_{b:05d}_{i:05d}", "siteId": "s", "formId": "contact",
                 "leadId": f"l{i}", "receivedAt": "2026-11-20T10:00:00Z", "mode": "enforce",
                 "action": "forwarded", "ip": "81.2.69.160", "email": f"u{i}@example.org",
                 "userAgent": "Mozilla/5.0", "pageUrl": "https://shop.example/contact",
-                "verdict": {**VERDICT, "traceId": f"tr_bench_{b:05d}_{i:05d}"}, "isTest": False,
+                "verdict": {**VERDICT, "traceId": f"tr_bench{run}_{b:05d}_{i:05d}"}, "isTest": False,
             } for i in range(per_batch)]
             async with sem, s.post(f"{base}/v1/edge/events",
                                    json={"batchId": f"b{b}", "events": events},
@@ -165,6 +195,15 @@ async def edge_batches(base: str, token: str, total: int, per_batch: int) -> flo
 
         await asyncio.gather(*(send(b) for b in range(total // per_batch)))
     return time.perf_counter() - started
+
+
+def fresh_pg_db(pg: Any, run: int) -> str:
+    """A new empty database on the bench's PostgreSQL server (one per run)."""
+    import psycopg
+
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE bench{run}")
+    return str(pg.url(f"bench{run}"))
 
 
 def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
@@ -192,6 +231,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1500.0,
+                        help="also measure latency at this steady offered load (req/s; wrk only; "
+                        "0 = skip)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run everything this many times (a fresh control API each time) "
+                        "and report medians")
     parser.add_argument("--edge-events", type=int, default=100_000)
     parser.add_argument("--python-client", action="store_true",
                         help="use the Python load generator even when wrk is installed")
@@ -213,62 +258,86 @@ def main() -> int:
                                 stderr=subprocess.DEVNULL)
     use_wrk = shutil.which("wrk") is not None and not args.python_client
     generator = "wrk" if use_wrk else "python aiohttp client"
+    rate = args.rate if use_wrk else 0
 
-    def measure(port: int, key: str, proc: subprocess.Popen[bytes]) -> dict[str, float]:
+    def measure(port: int, key: str, proc: subprocess.Popen[bytes], at_rate: float = 0) -> dict[str, float]:
         url = f"http://127.0.0.1:{port}/v1/ingest"
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         uvloop.run(load(url, headers, 1, 4, BODY))  # warm-up: pools, first project compile
         cpu0 = cpu_seconds(proc.pid)
         if use_wrk:
-            result = wrk_load(url, key, args.duration, args.concurrency)
+            result = wrk_load(url, key, args.duration, args.concurrency, at_rate)
         else:
             result = uvloop.run(load(url, headers, args.duration, args.concurrency, BODY))
         result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(result["requests"], 1)
         return result
 
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows: list[tuple[str, dict[str, float]]] = []
-    edges: list[tuple[str, float]] = []
+    loads = [os.getloadavg()]
+    rows: dict[str, list[dict[str, float]]] = {}
+    edges: dict[str, list[float]] = {}
     pg: Any = None
     try:
         wait_port(base_port)
-        rows.append(("baseline (bare aiohttp)", measure(base_port, "", baseline)))
-        targets = [("SQLite", str(tmp / "bench.sqlite3"))]
+        targets = [("SQLite", "sqlite")]
         if args.postgres:
             from tests.control_api.pgserver import PostgresServer
 
             pg = PostgresServer()
             pg.start()
-            targets.append(("PostgreSQL", pg.url()))
-        for name, db in targets:
-            proc, port, demo = start_control_api(db, tmp)
-            try:
-                rows.append((f"/v1/ingest, {name}", measure(port, demo["apiKey"], proc)))
-                edges.append((name, uvloop.run(edge_batches(
-                    f"http://127.0.0.1:{port}", demo["edgeToken"], args.edge_events, 1000))))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+            targets.append(("PostgreSQL", "postgres"))
+        for run in range(args.repeat):
+            rows.setdefault("baseline (bare aiohttp)", []).append(measure(base_port, "", baseline))
+            if rate:
+                rows.setdefault(f"baseline @ {rate:.0f}/s", []).append(
+                    measure(base_port, "", baseline, rate))
+            for name, kind in targets:
+                db = str(tmp / f"bench-{run}.sqlite3") if kind == "sqlite" else fresh_pg_db(pg, run)
+                proc, port, demo = start_control_api(db, tmp)
+                try:
+                    rows.setdefault(f"/v1/ingest, {name}", []).append(
+                        measure(port, demo["apiKey"], proc))
+                    if rate:
+                        rows.setdefault(f"/v1/ingest, {name} @ {rate:.0f}/s", []).append(
+                            measure(port, demo["apiKey"], proc, rate))
+                    edges.setdefault(name, []).append(uvloop.run(edge_batches(
+                        f"http://127.0.0.1:{port}", demo["edgeToken"], args.edge_events, 1000,
+                        run)))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+            loads.append(os.getloadavg())
     finally:
         baseline.terminate()
         baseline.wait(timeout=10)
         if pg is not None:
             pg.stop()
+    load_text = " → ".join(f"{x[0]:.2f}" for x in loads)
     print(f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
-          f"load generator: {generator}; each server in its own process; "
-          f"load average before: {load_before}")
-    print(f"{'target':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-          f"{'server CPU ms/req':>20}")
-    for name, r in rows:
-        print(f"{name:<28}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-              f"{r['errors']:>8.0f}{r['cpu_ms']:>20.3f}")
-    base = rows[0][1]
-    for name, r in rows[1:]:
-        print(f"{name}: {r['rps'] / base['rps']:.2f} of baseline throughput; one core would "
-              f"serve ~{1000 / r['cpu_ms']:.0f} req/s (server CPU only, no load generator)")
-    for name, seconds in edges:
-        print(f"edge batches, {name}: {args.edge_events} events in {seconds:.2f} s "
-              f"({args.edge_events / seconds:.0f} events/s, batches of 1000)")
+          f"repeat={args.repeat} (medians) load generator: {generator}; each server in its own "
+          f"process; 1-min load average before/after each run: {load_text}")
+    print(f"{'target':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'server CPU ms/req':>19}   runs (req/s)")
+
+    def med(results: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    for name, results in rows.items():
+        runs = " ".join(f"{r['rps']:.0f}" for r in results)
+        print(f"{name:<32}{med(results, 'rps'):>9.0f}{med(results, 'p50_ms'):>9.2f}"
+              f"{med(results, 'p99_ms'):>9.2f}{med(results, 'errors'):>8.0f}"
+              f"{med(results, 'cpu_ms'):>19.3f}   {runs}")
+    base = rows["baseline (bare aiohttp)"]
+    for name, results in rows.items():
+        if name.startswith("/v1/ingest") and "@" not in name:
+            cpu = med(results, "cpu_ms")
+            print(f"{name}: {med(results, 'rps') / med(base, 'rps'):.2f} of baseline throughput; "
+                  f"one core would serve ~{1000 / cpu:.0f} req/s (server CPU only, no load "
+                  f"generator)")
+    for name, seconds in edges.items():
+        runs = " ".join(f"{x:.2f}" for x in seconds)
+        print(f"edge batches, {name}: {args.edge_events} events in {statistics.median(seconds):.2f} s "
+              f"median ({args.edge_events / statistics.median(seconds):.0f} events/s, batches of "
+              f"1000; runs: {runs})")
     return 0
 
 

@@ -16,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from control_api import audit
 from control_api.auth import SESSION_COOKIE, Session, require_session, token_hash
+from control_api.clientip import client_ip
 from control_api.errors import ApiError, read_json, require_object
 from control_api.keys import describe_token
 from control_api.sqltypes import Conn
@@ -102,7 +103,7 @@ async def _verify(request: web.Request, stored: str, password: str) -> bool:
 @routes.post("/v1/accounts")
 async def sign_up(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    await services.limiter.hit(f"signup:ip:{request.remote}", services.settings.signup_limit_per_ip, 3600)
+    await services.limiter.hit(f"signup:ip:{client_ip(request)}", services.settings.signup_limit_per_ip, 3600)
     body = require_object(await read_json(request, max_bytes=16 * 1024))
     email = normalise_email(body.get("email"))
     password = check_password(body.get("password"))
@@ -154,7 +155,7 @@ async def sign_in(request: web.Request) -> web.Response:
         raise ApiError(401, "invalid_credentials", _GENERIC_SIGNIN)
     email = raw_email.strip().lower()
     window = settings.login_window_s
-    await services.limiter.hit(f"login:ip:{request.remote}", settings.login_limit_per_ip, window)
+    await services.limiter.hit(f"login:ip:{client_ip(request)}", settings.login_limit_per_ip, window)
     await services.limiter.hit(f"login:acct:{email}", settings.login_limit_per_account, window)
 
     row = await services.db.read(

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from control_api import credits
 from control_api.auth import verify_key
+from control_api.clientip import client_ip
 from control_api.errors import ApiError, read_bounded
 from control_api.ingest import record_feedback, score_and_record
 from control_api.keys import KeyInfo
@@ -126,7 +127,7 @@ async def comment_check(request: web.Request) -> web.Response:
     if info is None:
         return _invalid()
     await services.limiter.hit(f"ingest:{info.key_id}", services.settings.ingest_rate_per_key, 60)
-    sub = submission_from_form(form, request.remote or "")
+    sub = submission_from_form(form, client_ip(request))
     try:
         verdict, _ = await score_and_record(request, info, sub, source="akismet", idem=None)
     except ApiError as exc:

@@ -20,6 +20,7 @@ from control_api import (
     ingest,
     openapi,
     projects,
+    snippet,
     webhooks,
 )
 from control_api.context import Services
@@ -88,6 +89,7 @@ def create_app(settings: ControlApiSettings, *, engine: Engine | None = None) ->
     app.router.add_routes(edge.routes)
     app.router.add_routes(akismet.routes)
     app.router.add_routes(openapi.routes)
+    snippet.setup(app, settings)
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control_api.clientip import client_ip
 from control_api.sqltypes import Conn
 from control_api.state import REQUEST_ID
 from control_api.util import now_ms, rfc3339
@@ -27,7 +28,7 @@ class Actor:
 
     @classmethod
     def of(cls, request: web.Request, account_id: str | None, actor: str) -> Actor:
-        return cls(account_id, actor, request.get(REQUEST_ID, ""), request.remote or "")
+        return cls(account_id, actor, request.get(REQUEST_ID, ""), client_ip(request))
 
 
 def record(

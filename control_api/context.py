@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher, Type
 
+from control_api.clientip import ClientIpResolver
 from control_api.db import Database
 from control_api.keys import KeyStore
 from control_api.ratelimit import RateLimiter
@@ -31,6 +32,7 @@ class Services:
     db: Database
     counters: Counters
     keys: KeyStore = field(init=False)
+    client_ips: ClientIpResolver = field(init=False)
     limiter: RateLimiter = field(init=False)
     hasher: PasswordHasher = field(init=False)
     scoring: ScoringService | None = None
@@ -42,6 +44,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.settings.key_pepper)
+        self.client_ips = ClientIpResolver(self.settings.trusted_proxies, self.settings.client_ip_headers)
         self.limiter = RateLimiter(self.counters)
         self.hasher = make_hasher(self.settings)
 

@@ -105,6 +105,8 @@ def debit(
 ) -> Debit:
     """Take `amount` usage credits; with `partial`, take what there is (edge batches: the events
     happened already). Reports when the balance first drops to the low-balance threshold."""
+    if not partial and reference is None and amount > 0:
+        return _debit_exact(conn, account_id, amount, low_threshold=low_threshold, project_id=project_id)
     current = balance(conn, account_id, lock=True)
     take = min(amount, current) if partial else amount
     if take > current:
@@ -121,6 +123,61 @@ def debit(
             conn.execute("UPDATE credit_balances SET low_notified = 1 WHERE account_id = ?", (account_id,))
             crossed = True
     return Debit(take, after, crossed)
+
+
+def _debit_exact(
+    conn: Conn, account_id: str, amount: int, *, low_threshold: int, project_id: str | None
+) -> Debit:
+    """The per-call debit (ingest, Akismet) in two statements: one conditional UPDATE takes the
+    credits only if they are there — atomic on its own, and a row lock on PostgreSQL like
+    `SELECT … FOR UPDATE` — and returns the new balance for the ledger entry."""
+    row = conn.execute(
+        "UPDATE credit_balances SET balance = balance - ? WHERE account_id = ? AND balance >= ?"
+        " RETURNING balance, low_notified",
+        (amount, account_id, amount),
+    ).fetchone()
+    if row is None:
+        raise InsufficientCredits(balance(conn, account_id), amount)
+    after, notified = int(row[0]), bool(row[1])
+    conn.execute(
+        "INSERT INTO credit_ledger (account_id, kind, amount, balance_after, project_id, reference,"
+        " note, created_at) VALUES (?, 'usage', ?, ?, ?, NULL, '', ?)",
+        (account_id, -amount, after, project_id, now_ms()),
+    )
+    crossed = after <= low_threshold and not notified
+    if crossed:
+        conn.execute("UPDATE credit_balances SET low_notified = 1 WHERE account_id = ?", (account_id,))
+    return Debit(amount, after, crossed)
+
+
+def debit_calls(
+    conn: Conn, account_id: str, project_ids: list[str], *, low_threshold: int
+) -> tuple[int, Debit]:
+    """One credit per call for several scored calls of one account at once (ingest writes that
+    share a transaction), in order, as far as the balance goes: returns how many were paid (the
+    first ones) and the outcome. Still one `usage` ledger entry per call, each with its own
+    `balance_after`; three statements whatever the count."""
+    sql = "SELECT balance, low_notified FROM credit_balances WHERE account_id = ?"
+    if dialect(conn) == "postgres":
+        sql += " FOR UPDATE"
+    row = conn.execute(sql, (account_id,)).fetchone()
+    current, notified = (int(row[0]), bool(row[1])) if row else (0, True)
+    paid = min(len(project_ids), current)
+    if not paid:
+        return 0, Debit(0, current, False)
+    after = current - paid
+    crossed = after <= low_threshold and not notified
+    conn.execute(
+        "UPDATE credit_balances SET balance = ?, low_notified = ? WHERE account_id = ?",
+        (after, int(notified or crossed), account_id),
+    )
+    now = now_ms()
+    conn.executemany(
+        "INSERT INTO credit_ledger (account_id, kind, amount, balance_after, project_id, reference,"
+        " note, created_at) VALUES (?, 'usage', -1, ?, ?, NULL, '', ?)",
+        [(account_id, current - n - 1, project_ids[n], now) for n in range(paid)],
+    )
+    return paid, Debit(paid, after, crossed)
 
 
 def verify_balance(conn: Conn, account_id: str) -> bool:

@@ -1,8 +1,14 @@
-"""ApiError and the middleware that turns every failure into `{"code", "message", ...}` JSON."""
+"""ApiError and the middleware that turns every failure into one error shape:
+
+    {"error": {"code": "invalid_submission", "message": "…", "details": {…}, "requestId": "req_…"}}
+
+`details` is always an object (empty when there is nothing per field). The Akismet-compatible
+endpoints (`/1.1/*`, `/1.2/*`) answer errors in plain text instead, as Akismet clients expect: the
+message as the body, the same status, `X-akismet-debug-help` and `X-Activelead-Error-Code`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -11,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control_api import jsonx
 from control_api.state import REQUEST_ID
 
 log = logging.getLogger("activelead.control_api")
@@ -36,6 +43,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+AKISMET_PREFIXES = ("/1.1/", "/1.2/")
+
+
+def error_body(
+    code: str, message: str, details: dict[str, Any] | None, request_id: str | None
+) -> dict[str, Any]:
+    """The one JSON error shape of the control API."""
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    if request_id:
+        error["requestId"] = request_id
+    return {"error": error}
+
+
 def error_response(
     request: web.Request | None,
     status: int,
@@ -44,12 +64,21 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    if request is not None and REQUEST_ID in request:
-        body["requestId"] = request[REQUEST_ID]
-    return web.json_response(body, status=status, headers=headers)
+    if request is not None and request.path.startswith(AKISMET_PREFIXES):
+        # Akismet clients read plain text and its debug header, never a JSON error.
+        text_headers = {
+            **(headers or {}),
+            "X-akismet-debug-help": _header_safe(message),
+            "X-Activelead-Error-Code": code,
+        }
+        return web.Response(text=message, status=status, content_type="text/plain", headers=text_headers)
+    request_id = request.get(REQUEST_ID) if request is not None else None
+    return web.json_response(error_body(code, message, details, request_id), status=status, headers=headers)
+
+
+def _header_safe(text: str) -> str:
+    """`text` fit for a header value: printable ASCII on one line, bounded."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:300]
 
 
 # aiohttp's own HTTP exceptions (404 for unknown routes, 405, 413 from client_max_size) keep their
@@ -115,11 +144,9 @@ async def read_json_raw(request: web.Request, *, max_bytes: int) -> tuple[Any, b
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant), raw
-    except ValueError as exc:
+        return jsonx.loads(text), raw
+    except jsonx.JsonError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise ApiError(400, "invalid_json", "the body is nested too deeply") from exc
 
 
 async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
@@ -136,10 +163,6 @@ async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def require_object(data: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ stored, and a replayed Idempotency-Key gets the stored answer without a second c
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -17,11 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from control_api import credits, webhooks
+from control_api import credits, jsonx, snippet, webhooks
 from control_api.auth import require_key
+from control_api.clientip import client_ip
 from control_api.context import Services
 from control_api.errors import ApiError, read_json, require_object
-from control_api.events import EventRecord, insert
+from control_api.events import EventRecord, insert, insert_many_scored
 from control_api.keys import KeyInfo
 from control_api.metrics import METRICS
 from control_api.projects import scoring_config
@@ -30,6 +33,7 @@ from control_api.state import SERVICES
 from control_api.util import now_ms
 from rules import Engine, ScoringConfig, Submission, SubmissionError, Thresholds, Verdict
 
+log = logging.getLogger("activelead.control_api")
 routes = web.RouteTableDef()
 
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -152,6 +156,109 @@ class IdempotencyLocks:
 LOCKS = web.AppKey("idempotency_locks", IdempotencyLocks)
 
 
+@dataclass(slots=True)
+class _Scored:
+    record: EventRecord
+    answer: str
+    future: asyncio.Future[int]
+
+
+class IngestWriter:
+    """Stores the scored calls (without Idempotency-Key) of one event-loop tick in one unit of
+    work: one debit per account (still one ledger entry per call), one multi-row insert of the
+    events, one webhook lookup per project — instead of the same statements once per call.
+
+    Under load the calls of a tick arrive together (at 32 concurrent clients, ~32 per tick), so
+    this removes most per-call statement overhead. A call the balance cannot pay is answered 402
+    alone (the first calls of the tick are paid first). Should the batch fail as a whole, every
+    call is retried in a unit of its own, so one bad call cannot fail the others."""
+
+    def __init__(self) -> None:
+        self._pending: list[_Scored] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def store(self, services: Services, record: EventRecord, answer: str) -> int:
+        """Charge (if `record.charged`) and store; the number of webhook rows queued. Raises
+        the 402 ApiError when the account has no credit left for this call."""
+        loop = asyncio.get_running_loop()
+        item = _Scored(record, answer, loop.create_future())
+        self._pending.append(item)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._flush(services))
+        return await item.future
+
+    async def _flush(self, services: Services) -> None:
+        await asyncio.sleep(0)  # every call scored in this tick joins the batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            low = services.settings.low_credit_threshold
+            outcomes: list[int | BaseException]
+            try:
+                outcomes = await services.db.write(functools.partial(store_scored, batch=batch, low=low))
+            except Exception:
+                log.warning("batched ingest write failed; storing its %d calls one by one", len(batch))
+                outcomes = []
+                for item in batch:
+                    try:
+                        outcomes += await services.db.write(
+                            functools.partial(store_scored, batch=[item], low=low)
+                        )
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if item.future.done():  # the caller went away; what it sent is stored regardless
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
+
+    async def drain(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
+WRITER = web.AppKey("ingest_writer", IngestWriter)
+
+
+def store_scored(conn: Conn, batch: list[_Scored], low: int) -> list[int | BaseException]:
+    """The unit of work behind IngestWriter: per call, the webhook rows queued or the 402."""
+    refused: dict[int, BaseException] = {}
+    queued = [0] * len(batch)
+    by_account: dict[str, list[int]] = {}
+    for index, item in enumerate(batch):
+        if item.record.charged:
+            by_account.setdefault(item.record.account_id, []).append(index)
+    for account_id, indexes in by_account.items():
+        paid, outcome = credits.debit_calls(
+            conn, account_id, [batch[i].record.project_id for i in indexes], low_threshold=low
+        )
+        for i in indexes[paid:]:
+            refused[i] = credits.exhausted_error(0)
+        if outcome.crossed_low:
+            queued[indexes[paid - 1]] += webhooks.enqueue_account(
+                conn, account_id, "credits.low", {"balance": outcome.balance, "threshold": low}
+            )
+    stored = [i for i in range(len(batch)) if i not in refused]
+    insert_many_scored(conn, [(batch[i].record, batch[i].answer) for i in stored])
+    hooks_of: dict[str, list[tuple[str, list[str], list[str]]]] = {}
+    for i in stored:
+        record = batch[i].record
+        hooks = hooks_of.get(record.project_id)
+        if hooks is None:
+            hooks = hooks_of[record.project_id] = webhooks.active_hooks(conn, record.project_id)
+        if hooks:  # most projects have none: build the payload only when it is sent
+            queued[i] += webhooks.enqueue(
+                conn,
+                record.project_id,
+                "lead.scored",
+                event_summary(record),
+                decision=str(record.verdict.get("decision")),
+                hooks=hooks,
+            )
+    return [refused.get(i, queued[i]) for i in range(len(batch))]
+
+
 async def score_and_record(
     request: web.Request,
     info: KeyInfo,
@@ -167,7 +274,8 @@ async def score_and_record(
     sub.project_id = view.id  # the key decides the project, whatever the body says
     assert services.scoring is not None
     verdict = await services.scoring.score(sub, engine_for(services, view), view.thresholds)
-    answer = json.dumps(verdict.to_json())
+    verdict_json = verdict.to_json()
+    answer = jsonx.dumps(verdict_json)
     charge = not sub.is_test and not verdict.degraded
     low = services.settings.low_credit_threshold
     record = EventRecord(
@@ -176,7 +284,7 @@ async def score_and_record(
         account_id=view.account_id,
         source=source,
         received_at=now_ms(),
-        verdict=verdict.to_json(),
+        verdict=verdict_json,
         form_id=sub.form_id,
         lead_id=sub.lead_id,
         ip=sub.ip,
@@ -213,16 +321,21 @@ async def score_and_record(
                     {"balance": outcome.balance, "threshold": low},
                 )
         insert(conn, record, verdict_json=answer)
-        queued += webhooks.enqueue(
-            conn, view.id, "lead.scored", event_summary(record), decision=verdict.decision
-        )
+        hooks = webhooks.active_hooks(conn, view.id)
+        if hooks:  # most projects have none: build the payload only when it is sent
+            queued += webhooks.enqueue(
+                conn, view.id, "lead.scored", event_summary(record), decision=verdict.decision, hooks=hooks
+            )
         if idem is not None:
             remember(conn, view.id, idem[0], idem[1], idem[2], 200, answer)
         return None, queued
 
-    earlier, queued = await services.db.write(commit)
-    if earlier is not None:
-        return verdict, earlier
+    if idem is None:
+        queued = await request.app[WRITER].store(services, record, answer)
+    else:
+        earlier, queued = await services.db.write(commit)
+        if earlier is not None:
+            return verdict, earlier
     if queued:  # wake the worker only when there is something to send
         services.webhook_wakeup.set()
     metrics = request.app[METRICS]
@@ -258,7 +371,9 @@ async def ingest(request: web.Request) -> web.Response:
     except SubmissionError as exc:
         raise ApiError(400, "invalid_submission", str(exc), details=exc.errors) from exc
     if not sub.ip:
-        sub.ip = request.remote or ""
+        sub.ip = client_ip(request)
+    sub.project_id = info.project_id  # the key decides the project (the snippet's site key too)
+    await snippet.check_token(request.app, sub)
     if key is None:
         _, answer = await score_and_record(request, info, sub, source="ingest", idem=None)
         return web.Response(text=answer, content_type="application/json")
@@ -310,6 +425,12 @@ def record_feedback(conn: Conn, project_id: str, trace_id: str, verdict: str) ->
     return cur.rowcount == 1
 
 
+async def _drain_writer(app: web.Application) -> None:
+    await app[WRITER].drain()
+
+
 def setup(app: web.Application) -> None:
     app[LOCKS] = IdempotencyLocks()
+    app[WRITER] = IngestWriter()
+    app.on_shutdown.append(_drain_writer)
     app.router.add_routes(routes)

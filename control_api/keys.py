@@ -86,6 +86,10 @@ class KeyStore:
         self._pepper = pepper
         self._cache: dict[str, _Cached] = {}
         self._last_used: dict[str, int] = {}
+        # Full key -> the cache entry it was verified against. A hit skips the checksum and the
+        # HMAC; it counts only while that very entry is still the cached, fresh one, so a
+        # revocation (forget) or the cache TTL ends it like any other cached lookup.
+        self._verified: dict[str, tuple[str, _Cached]] = {}
 
     def create(
         self,
@@ -131,12 +135,29 @@ class KeyStore:
         row = conn.execute("SELECT * FROM account_tokens WHERE id = ?", (public_id,)).fetchone()
         return token, describe_token(row)
 
+    def verified(self, token: str) -> KeyInfo | None:
+        """The grant of a key verified within the cache TTL (None: verify it the long way)."""
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        cache_key, entry = hit
+        if self._cache.get(cache_key) is not entry or time.monotonic() - entry.fetched >= _CACHE_TTL_S:
+            del self._verified[token]
+            return None
+        return entry.info
+
+    def remember_verified(self, token: str, kind: KeyKind, public_id: str, entry: _Cached) -> None:
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[token] = (f"{kind}:{public_id}", entry)
+
     def forget(self, public_id: str) -> None:
         for kind in ("live", "edge", "acct"):
             self._cache.pop(f"{kind}:{public_id}", None)
 
     def clear(self) -> None:
         self._cache.clear()
+        self._verified.clear()
 
     def cached(self, kind: KeyKind, public_id: str) -> _Cached | None:
         entry = self._cache.get(f"{kind}:{public_id}")

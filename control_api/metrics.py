@@ -7,6 +7,7 @@ several apps in one process, and each must count only its own requests.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -55,6 +56,22 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request; the labelled children are looked up once per (method, route,
+        status), not per request (`labels()` costs more than the increment)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:  # arbitrary methods on unknown routes: stay bounded
+                self._children.clear()
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -72,9 +89,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         # The route template, never the raw path: ids in paths would explode cardinality.
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        metrics = request.app[METRICS]
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -193,6 +193,11 @@ CREATE TABLE account_tokens (
 CREATE INDEX account_tokens_account ON account_tokens(account_id)
 """,
     ),
+    (
+        4,
+        "JS snippet settings per project (allowed origins, proof-of-work)",
+        "ALTER TABLE projects ADD COLUMN snippet TEXT NOT NULL DEFAULT '{}'",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ def _op(
     body: str | None = None,
     responses: dict[str, str] | None = None,
     params: list[dict[str, Any]] | None = None,
+    plain_errors: bool = False,
 ) -> dict[str, Any]:
     schemes: dict[str, list[dict[str, list[str]]]] = {
         "key": [{"apiKey": []}],
@@ -33,13 +34,14 @@ def _op(
     }
     for status, text in (responses or {}).items():
         op["responses"][status] = {"description": text}
-    op["responses"].setdefault(
-        "4XX",
-        {
-            "description": "Error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
+    error_content = (
+        # Akismet-compatible endpoints answer errors as Akismet does: plain text (the message),
+        # with X-akismet-debug-help and X-Activelead-Error-Code headers.
+        {"text/plain": {"schema": {"type": "string"}}}
+        if plain_errors
+        else {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     )
+    op["responses"].setdefault("4XX", {"description": "Error", "content": error_content})
     if body is not None:
         ct = "application/x-www-form-urlencoded" if body == "form" else "application/json"
         op["requestBody"] = {"required": True, "content": {ct: {"schema": {"type": "object"}}}}
@@ -72,6 +74,20 @@ PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _op("Liveness and database check", "none")},
     "/metrics": {"get": _op("Prometheus metrics", "none")},
     "/v1/openapi.json": {"get": _op("This document", "none")},
+    "/__activelead/activelead.js": {
+        "get": _op("The JS snippet under its stable name (short cache, ETag)", "none")
+    },
+    "/__activelead/activelead.{hash}.js": {
+        "get": _op("The JS snippet's content-hashed build (immutable)", "none", params=[_path("hash")])
+    },
+    "/__activelead/challenge": {
+        "post": _op(
+            "A challenge for the JS snippet: {site, form} -> {token, pow, expiresIn}; CORS only "
+            "for the project's snippet.allowedOrigins",
+            "none",
+            body="json",
+        )
+    },
     "/v1/accounts": {"post": _op("Sign up", "none", body="json", responses={"201": "Created"})},
     "/v1/session": {
         "get": _op("Current session and CSRF token", "session"),
@@ -165,13 +181,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Project config for proxies (ETag, 304)", "edge", responses={"304": "Not modified"})
     },
     "/v1/edge/events": {"post": _op("Event batch from a proxy (Idempotency-Key)", "edge", body="json")},
-    "/1.1/verify-key": {"post": _op("Akismet: verify key", "none", body="form")},
-    "/1.1/comment-check": {"post": _op("Akismet: check a comment", "none", body="form")},
-    "/1.1/submit-spam": {"post": _op("Akismet: report spam", "none", body="form")},
-    "/1.1/submit-ham": {"post": _op("Akismet: report ham", "none", body="form")},
+    "/1.1/verify-key": {"post": _op("Akismet: verify key", "none", body="form", plain_errors=True)},
+    "/1.1/comment-check": {"post": _op("Akismet: check a comment", "none", body="form", plain_errors=True)},
+    "/1.1/submit-spam": {"post": _op("Akismet: report spam", "none", body="form", plain_errors=True)},
+    "/1.1/submit-ham": {"post": _op("Akismet: report ham", "none", body="form", plain_errors=True)},
     "/1.2/usage-limit": {
-        "get": _op("Akismet: usage", "none"),
-        "post": _op("Akismet: usage", "none", body="form"),
+        "get": _op("Akismet: usage", "none", plain_errors=True),
+        "post": _op("Akismet: usage", "none", body="form", plain_errors=True),
     },
 }
 
@@ -196,12 +212,21 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             "Error": {
                 "type": "object",
-                "required": ["code", "message"],
+                "required": ["error"],
                 "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {"type": "object"},
-                    "requestId": {"type": "string"},
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message", "details"],
+                        "properties": {
+                            "code": {"type": "string", "description": "Stable machine code."},
+                            "message": {"type": "string", "description": "For people."},
+                            "details": {
+                                "type": "object",
+                                "description": "Field (JSON path) → problem; empty when none.",
+                            },
+                            "requestId": {"type": "string", "description": "Also in X-Request-Id."},
+                        },
+                    }
                 },
             }
         },

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from control_api import audit
+from control_api import audit, snippet
 from control_api.auth import require_session
 from control_api.errors import ApiError, read_json, require_object
 from control_api.sqltypes import Conn, Row
@@ -57,6 +57,7 @@ def project_json(row: Row) -> dict[str, Any]:
         "scoring": json.loads(row["scoring"]),
         "outOfCreditsPolicy": row["out_of_credits_policy"],
         "retentionDays": row["retention_days"],
+        "snippet": snippet.snippet_json(row),
         "version": row["version"],
         "createdAt": rfc3339(row["created_at"]),
         "updatedAt": rfc3339(row["updated_at"]),
@@ -161,6 +162,7 @@ def validate_patch(body: dict[str, Any], current: Row) -> tuple[dict[str, Any], 
         "scoring",
         "outOfCreditsPolicy",
         "retentionDays",
+        "snippet",
     }
     unknown = sorted(set(body) - known)
     if unknown:
@@ -201,6 +203,8 @@ def validate_patch(body: dict[str, Any], current: Row) -> tuple[dict[str, Any], 
                 details={"retentionDays": "integer 1..3650"},
             )
         updates["retention_days"] = days
+    if "snippet" in body:
+        updates["snippet"] = snippet.validate_snippet(body["snippet"])
     if "flags" in body:
         flags = body["flags"]
         if (
@@ -287,6 +291,7 @@ async def update_project(request: web.Request) -> web.Response:
 
     row = await services.db.write(apply)
     services.project_cache.pop(pid, None)
+    snippet.forget(request.app, pid)
     return web.json_response(project_json(row))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -13,9 +13,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from control_api.clientip import parse_network
 from rules.config import load_yaml, parse_scoring
 
 DEFAULT_CONFIG = Path("activelead.yaml")
+ClientIpHeader = Literal["X-Forwarded-For", "Forwarded", "X-Real-IP"]
+
+
+def _default_ip_headers() -> list[ClientIpHeader]:
+    return ["X-Forwarded-For"]
 
 
 class ControlApiSettings(BaseSettings):
@@ -62,6 +68,19 @@ class ControlApiSettings(BaseSettings):
         default_factory=list,
         description="Extra origins allowed to make cookie-authenticated writes (the dashboard's).",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (CIDRs or addresses, e.g. ['127.0.0.1/32', '10.0.0.0/8']) whose "
+        "forwarding headers are believed: the client IP is then the right-most untrusted address "
+        "of the first header of client_ip_headers present. Empty: the TCP peer is the client.",
+    )
+    client_ip_headers: list[ClientIpHeader] = Field(
+        default_factory=_default_ip_headers,
+        min_length=1,
+        description="Forwarding headers read from trusted proxies, in order (the first present "
+        "decides). List only headers your proxy sets or overwrites: one it passes through "
+        "unchanged is the client's to forge.",
+    )
     argon2_time_cost: int = Field(3, ge=1, description="argon2id iterations (RFC 9106 profile 2).")
     argon2_memory_kib: int = Field(
         65536, ge=8, description="argon2id memory in KiB (RFC 9106 profile 2: 64 MiB)."
@@ -71,6 +90,23 @@ class ControlApiSettings(BaseSettings):
         "",
         description="Server-side secret mixed into API-key hashes; a "
         "leaked database then does not even allow offline checks of guessed keys.",
+    )
+    challenge_secret: str = Field(
+        "",
+        description="HMAC key of the JS snippet's challenges; empty = derived from key_pepper, "
+        "else a key file beside the SQLite database.",
+    )
+    challenge_previous_secrets: list[str] = Field(
+        default_factory=list,
+        description="Retired challenge keys still accepted (keep them for challenge_ttl_s).",
+    )
+    challenge_ttl_s: int = Field(
+        1800, ge=60, le=86400, description="Lifetime of a snippet challenge in seconds."
+    )
+    snippet_dist: Path | None = Field(
+        None,
+        description="Directory of the built snippet (scripts/build-snippet) served under "
+        "/__activelead/; null = plugins/js-snippet/dist of this checkout.",
     )
     login_limit_per_account: int = Field(
         10, ge=1, description="Sign-in attempts allowed per account e-mail within login_window_s."
@@ -118,6 +154,16 @@ class ControlApiSettings(BaseSettings):
         description="Scoring config (ScoringConfig) new projects start from; empty = the "
         "file's top-level `scoring:` section.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                parse_network(item)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+        return value
 
     @classmethod
     def settings_customise_sources(

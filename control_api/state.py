@@ -10,4 +10,5 @@ if TYPE_CHECKING:
     from control_api.context import Services
 
 REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_IP = web.RequestKey("client_ip", str)
 SERVICES: web.AppKey[Services] = web.AppKey("services")

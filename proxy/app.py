@@ -21,7 +21,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy import metrics, render
+from proxy import metrics, render, snippet_routes
+from proxy.challenge import ChallengeSigner, StepUp, challenge_secret
 from proxy.clientip import ClientIpResolver, parse_ip
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.forward import downstream_headers, upstream_headers
@@ -50,6 +51,8 @@ class Routing:
     signer: TokenSigner
     origin_ssl: dict[str, ssl.SSLContext | bool]
     worker: int
+    challenges: ChallengeSigner
+    snippet_sites: dict[str, snippet_routes.SnippetSite]  # by site key
 
 
 SETTINGS = web.AppKey("settings", ProxySettings)
@@ -87,6 +90,20 @@ def _origin_ssl(site: Site) -> ssl.SSLContext | bool:
     return ctx
 
 
+def _snippet_sites(sites: dict[str, Site]) -> dict[str, snippet_routes.SnippetSite]:
+    out = {}
+    for site in {s.id: s for s in sites.values()}.values():
+        cfg = site.config.snippet
+        if cfg.site_key:
+            out[cfg.site_key] = snippet_routes.SnippetSite.build(
+                cfg.site_key, cfg.allowed_origins,
+                StepUp(base=cfg.pow_difficulty, risky=cfg.step_up_difficulty,
+                       rate_limit=cfg.step_up_rate, hard_limit=cfg.max_rate),
+                hosts=[] if cfg.allowed_origins else site.config.hosts,
+            )
+    return out
+
+
 def build_routing(settings: ProxySettings, worker: int = 0) -> Routing:
     pc = settings.proxy
     secret = pc.render_secret or load_or_create_secret(pc.state_dir)
@@ -97,6 +114,12 @@ def build_routing(settings: ProxySettings, worker: int = 0) -> Routing:
         signer=TokenSigner(secret, pc.render_previous_secrets, pc.token_ttl_s),
         origin_ssl={s.id: _origin_ssl(s) for s in sites.values()},
         worker=worker,
+        challenges=ChallengeSigner(
+            challenge_secret(secret),
+            [challenge_secret(p) for p in pc.render_previous_secrets if p],
+            ttl_s=pc.challenge_ttl_s,
+        ),
+        snippet_sites=_snippet_sites(sites),
     )
 
 
@@ -159,6 +182,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         scorer=Scorer(app[ENGINE], app[COUNTERS]),
         reporter=app[REPORTER],
         token_ttl_s=app[SETTINGS].proxy.token_ttl_s,
+        challenges=app[ROUTING].challenges,
     )
     yield
 
@@ -176,9 +200,29 @@ def create_app(
     app[ROUTING] = build_routing(settings, worker)
     app[ENGINE] = engine or Engine.from_config(settings.scoring)
     app.cleanup_ctx.extend([_upstream_ctx, _counters_ctx, _reporter_ctx, _pipeline_ctx])
+    _register_snippet(app)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     app.on_response_prepare.append(_add_hsts)
     return app
+
+
+def _register_snippet(app: web.Application) -> None:
+    """The snippet and its challenge under /__activelead/ (before the catch-all route)."""
+    routing = app[ROUTING]
+    bundle = None
+    if routing.snippet_sites:
+        try:
+            bundle = snippet_routes.SnippetBundle.load(
+                app[SETTINGS].proxy.snippet_dist or snippet_routes.DEFAULT_DIST
+            )
+        except snippet_routes.SnippetNotBuilt as exc:
+            log.error("%s", exc)  # challenges still work for a snippet served from elsewhere
+    snippet_routes.register(
+        app, lookup=snippet_routes.static_sites(routing.snippet_sites),
+        signer=routing.challenges, counters=lambda request: request.app[COUNTERS],
+        bundle=bundle, client_ip=lambda request: _client(request).ip,
+        warn_unbuilt=bool(routing.snippet_sites),
+    )
 
 
 async def _add_hsts(request: web.Request, response: web.StreamResponse) -> None:
@@ -439,7 +483,8 @@ async def _relay_rendered(
             if len(page) <= limit:
                 page, count = render.inject(
                     page, site=site, signer=request.app[ROUTING].signer,
-                    page_path=request.path, snippet_src=site.config.render.snippet_src,
+                    page_path=request.path, snippet_src=site.snippet_src,
+                    snippet_site=site.config.snippet.site_key,
                 )
                 if count:
                     body = render.encode(page, coding)

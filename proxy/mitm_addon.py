@@ -18,6 +18,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from proxy import render
+from proxy.challenge import ChallengeSigner, challenge_secret
 from proxy.clientip import ClientIpResolver
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.settings import ProxySettings, Site, compile_sites, load_settings
@@ -41,6 +42,7 @@ class ActiveleadMitm:
         self.counters: Counters | None = None
         self.reporter: LogReporter | SpoolReporter | None = None
         self.signer: TokenSigner | None = None
+        self.challenges: ChallengeSigner | None = None
         self.resolver: ClientIpResolver | None = None
 
     def load(self, loader: Any) -> None:
@@ -59,8 +61,15 @@ class ActiveleadMitm:
             raise ValueError(f"activelead: no site {wanted!r} in the config")
         self.settings, self.site = settings, sites[wanted]
         pc = settings.proxy
-        self.signer = TokenSigner(pc.render_secret or load_or_create_secret(pc.state_dir),
-                                  pc.render_previous_secrets, pc.token_ttl_s)
+        secret = pc.render_secret or load_or_create_secret(pc.state_dir)
+        self.signer = TokenSigner(secret, pc.render_previous_secrets, pc.token_ttl_s)
+        # Snippet tokens from a sibling aiohttp proxy (same render key) verify here too; this
+        # adapter serves no /__activelead/ routes itself.
+        self.challenges = ChallengeSigner(
+            challenge_secret(secret),
+            [challenge_secret(p) for p in pc.render_previous_secrets if p],
+            ttl_s=pc.challenge_ttl_s,
+        )
         self.resolver = ClientIpResolver(pc.trusted_proxies, pc.client_ip_headers)
 
     async def running(self) -> None:
@@ -86,7 +95,7 @@ class ActiveleadMitm:
         engine = Engine.from_config(self.settings.scoring)
         self.stages = build_pipeline(
             signer=self.signer, counters=self.counters, scorer=Scorer(engine, self.counters),
-            reporter=self.reporter, token_ttl_s=pc.token_ttl_s,
+            reporter=self.reporter, token_ttl_s=pc.token_ttl_s, challenges=self.challenges,
         )
 
     async def done(self) -> None:
@@ -155,7 +164,8 @@ class ActiveleadMitm:
             return
         new, count = render.inject(page, site=site, signer=self.signer,
                                    page_path=flow.request.path.split("?", 1)[0],
-                                   snippet_src=site.config.render.snippet_src)
+                                   snippet_src=site.config.render.snippet_src,
+                                   snippet_site=site.config.snippet.site_key)
         if count:
             resp.content = new  # re-encoded with the response's Content-Encoding
             resp.headers["Cache-Control"] = NO_STORE

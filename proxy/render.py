@@ -79,10 +79,18 @@ def _attrs(tag: bytes) -> dict[str, str]:
     return out
 
 
+_OWN_SNIPPET = b"/__activelead/activelead."
+
+
 def inject(
-    page: bytes, *, site: Site, signer: TokenSigner, page_path: str, snippet_src: str | None = None
+    page: bytes, *, site: Site, signer: TokenSigner, page_path: str, snippet_src: str | None = None,
+    snippet_site: str = "",
 ) -> tuple[bytes, int]:
-    """Return the page with protection added and how many forms were protected."""
+    """Return the page with protection added and how many forms were protected.
+
+    With `snippet_src`, the snippet's tag (with `data-site` when `snippet_site` is given) goes
+    before </body>, unless the page already loads the snippet itself.
+    """
     count = 0
     honeypot = _HONEYPOT.format(name=html.escape(site.honeypot)).encode()
 
@@ -106,8 +114,9 @@ def inject(
         )
 
     out = _FORM_TAG.sub(add, page)
-    if snippet_src and count:
-        script = f'<script src="{html.escape(snippet_src)}" async></script>'.encode()
+    if snippet_src and count and snippet_src.encode() not in page and _OWN_SNIPPET not in page:
+        data = f' data-site="{html.escape(snippet_site)}"' if snippet_site else ""
+        script = f'<script src="{html.escape(snippet_src)}"{data} async></script>'.encode()
         out, n = _BODY_END.subn(lambda m: script + m.group(0), out, count=1)
         if not n:
             out += script

@@ -23,6 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from proxy.challenge import normalise_origin
 from rules.config import ConfigError, ScoringConfig, Thresholds, format_validation_error
 
 DEFAULT_CONFIG = Path("activelead.yaml")
@@ -175,6 +176,66 @@ class RenderConfig(_Strict):
     )
 
 
+class SnippetConfig(_Strict):
+    """The browser snippet (plugins/js-snippet) on this site: its key and its challenge policy."""
+
+    site_key: str = Field(
+        default="",
+        description="Public site key the snippet's tag carries (`data-site=\"pk_…\"`); empty = "
+        "no snippet on this site.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://host[:port]`) whose pages may fetch challenges; empty = "
+        "the site's own hosts, over http or https, on any port.",
+    )
+    pow_difficulty: int = Field(
+        default=0, ge=0, le=26,
+        description="Proof-of-work asked with every challenge (leading zero bits of SHA-256; "
+        "0 = none, 16 = ~65k hashes, ~50 ms in a Web Worker).",
+    )
+    step_up_difficulty: int = Field(
+        default=18, ge=0, le=26,
+        description="Proof-of-work asked in a risky context: an automation user agent, or more "
+        "than `step_up_rate` challenges from one client IP in 10 minutes.",
+    )
+    step_up_rate: int = Field(
+        default=20, ge=1, description="Challenges per client IP per 10 minutes before step-up."
+    )
+    max_rate: int = Field(
+        default=300, ge=1, description="Challenges per client IP per 10 minutes before 429."
+    )
+    inject: bool = Field(
+        default=True,
+        description="Add the snippet's `<script>` tag (with `data-site`) to pages the proxy "
+        "renders protection into, unless the page already has one.",
+    )
+
+    @field_validator("site_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("1-64 of A-Z a-z 0-9 _ -")
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, origin in enumerate(v):
+            norm = normalise_origin(origin)
+            if not norm:
+                raise ValueError(f"item {i}: {origin!r} is not http(s)://host[:port]")
+            out.append(norm)
+        return out
+
+    @model_validator(mode="after")
+    def _rates(self) -> SnippetConfig:
+        if self.step_up_rate > self.max_rate:
+            raise ValueError("step_up_rate must not exceed max_rate")
+        return self
+
+
 class SiteTls(_Strict):
     """TLS termination for one site (chosen by SNI)."""
 
@@ -230,6 +291,10 @@ class SiteConfig(_Strict):
     )
     render: RenderConfig = Field(
         default_factory=lambda: RenderConfig.model_validate({}), description="Render protection."
+    )
+    snippet: SnippetConfig = Field(
+        default_factory=lambda: SnippetConfig.model_validate({}),
+        description="The browser snippet and its challenge endpoint.",
     )
     tls: SiteTls | None = Field(default=None, description="Serve this site over HTTPS.")
     origin_tls: OriginTls = Field(
@@ -322,6 +387,18 @@ class ProxyConfig(_Strict):
     token_ttl_s: int = Field(
         default=2 * 3600, ge=60, description="Age after which a render token is `token_expired`."
     )
+    challenge_ttl_s: int = Field(
+        default=1800,
+        ge=60,
+        le=86400,
+        description="Lifetime of a snippet challenge (fetched when a form is first used); its "
+        "key is derived from the render secret and rotates with it.",
+    )
+    snippet_dist: Path | None = Field(
+        default=None,
+        description="Directory of the built snippet (`scripts/build-snippet`), served under "
+        "/__activelead/; null = plugins/js-snippet/dist of this checkout.",
+    )
     state_dir: Path = Field(
         default=Path("var/proxy"), description="Spool and generated keys live here."
     )
@@ -393,6 +470,7 @@ class ProxySettings(BaseSettings):
     def _unique(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
         seen_ids: set[str] = set()
         seen_hosts: dict[str, str] = {}
+        seen_keys: dict[str, str] = {}
         for site in sites:
             if site.id in seen_ids:
                 raise ValueError(f"site id {site.id!r} used twice")
@@ -401,6 +479,12 @@ class ProxySettings(BaseSettings):
                 if host in seen_hosts:
                     raise ValueError(f"host {host!r} in sites {seen_hosts[host]!r} and {site.id!r}")
                 seen_hosts[host] = site.id
+            key = site.snippet.site_key
+            if key and key in seen_keys:
+                raise ValueError(f"snippet.site_key {key!r} in sites {seen_keys[key]!r} and "
+                                 f"{site.id!r}")
+            if key:
+                seen_keys[key] = site.id
             form_ids = [f.id for f in site.forms]
             if len(set(form_ids)) != len(form_ids):
                 raise ValueError(f"site {site.id!r}: form ids must be unique")
@@ -511,6 +595,17 @@ class Site:
     @property
     def render_enabled(self) -> bool:
         return self.config.render.enabled and self.config.mode != "off" and bool(self.forms)
+
+    @property
+    def snippet_src(self) -> str | None:
+        """The snippet tag's src for rendered pages: the configured one, else the proxy's own
+        copy when the site has a snippet key."""
+        cfg = self.config
+        if cfg.render.snippet_src:
+            return cfg.render.snippet_src
+        if cfg.snippet.site_key and cfg.snippet.inject:
+            return "/__activelead/activelead.js"
+        return None
 
     def match(self, method: str, path: str) -> Form | None:
         for form in self.forms:

@@ -53,14 +53,20 @@ _SUSPICIOUS_UA = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class SnippetSite:
-    """One site key: the origins its pages are served from, and its step-up policy."""
+    """One site key: the origins its pages are served from, and its step-up policy.
+
+    `allowed_hosts` admits an origin on any scheme and port by its host alone: the proxy's
+    default for a site's own host names.
+    """
 
     site_key: str
     allowed_origins: frozenset[str]
     step_up: StepUp = field(default_factory=StepUp)
+    allowed_hosts: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, site_key: str, origins: list[str], step_up: StepUp | None = None) -> SnippetSite:
+    def build(cls, site_key: str, origins: list[str], step_up: StepUp | None = None,
+              hosts: list[str] | None = None) -> SnippetSite:
         """Validate once, at start-up (a bad origin names itself)."""
         norm = set()
         for i, origin in enumerate(origins):
@@ -68,7 +74,18 @@ class SnippetSite:
             if not value:
                 raise ValueError(f"allowed_origins[{i}]: {origin!r} is not http(s)://host[:port]")
             norm.add(value)
-        return cls(site_key, frozenset(norm), step_up or StepUp())
+        return cls(site_key, frozenset(norm), step_up or StepUp(),
+                   frozenset(h.lower().rstrip(".") for h in hosts or ()))
+
+    def allows(self, origin: str) -> bool:
+        """`origin` must be normalised (see normalise_origin)."""
+        if origin in self.allowed_origins:
+            return True
+        if not self.allowed_hosts:
+            return False
+        host = origin.split("://", 1)[1]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return host in self.allowed_hosts
 
 
 SiteLookup = Callable[[str], Awaitable[SnippetSite | None]]
@@ -122,6 +139,7 @@ class Snippet:
     client_ip: Callable[[web.Request], str]
     bundle: SnippetBundle | None
     suspicious: Callable[[web.Request], bool]
+    error_body: Callable[[str, str], dict[str, object]]
 
 
 SNIPPET = web.AppKey("snippet", Snippet)
@@ -129,6 +147,10 @@ SNIPPET = web.AppKey("snippet", Snippet)
 
 def _default_ip(request: web.Request) -> str:
     return request.remote or ""
+
+
+def _default_error_body(code: str, message: str) -> dict[str, object]:
+    return {"code": code, "message": message}
 
 
 def _default_suspicious(request: web.Request) -> bool:
@@ -145,22 +167,30 @@ def register(
     client_ip: Callable[[web.Request], str] = _default_ip,
     suspicious: Callable[[web.Request], bool] = _default_suspicious,
     prefix: str = PREFIX,
+    warn_unbuilt: bool = True,
+    other_methods: bool = True,
+    error_body: Callable[[str, str], dict[str, object]] = _default_error_body,
 ) -> None:
-    """Add the snippet routes to `app` (before any catch-all route of the host app)."""
-    if bundle is None:
-        log.warning("the JS snippet is not built: %s/activelead.js answers 503 "
+    """Add the snippet routes to `app` (before any catch-all route of the host app).
+
+    `other_methods` adds a JSON 405 for other methods on the challenge path; an app without a
+    catch-all route gets aiohttp's own 405 instead. `error_body(code, message)` shapes the JSON
+    of 4xx answers like the host app's other errors."""
+    if bundle is None and warn_unbuilt:
+        log.warning("the JS snippet is not built: %s/activelead.js answers 404 "
                     "(run scripts/build-snippet)", prefix)
-    app[SNIPPET] = Snippet(lookup, signer, counters, client_ip, bundle, suspicious)
+    app[SNIPPET] = Snippet(lookup, signer, counters, client_ip, bundle, suspicious, error_body)
     app.router.add_get(prefix + "/activelead.js", script)
     app.router.add_get(prefix + r"/activelead.{hash:[0-9a-f]{8,64}}.js", script)
     app.router.add_route("POST", prefix + "/challenge", challenge)
     app.router.add_route("OPTIONS", prefix + "/challenge", preflight)
-    app.router.add_route("*", prefix + "/challenge", wrong_method)
+    if other_methods:
+        app.router.add_route("*", prefix + "/challenge", wrong_method)
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
-           ) -> web.Response:
-    resp = web.json_response({"code": code, "message": message}, status=status)
+def _error(request: web.Request, status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    resp = web.json_response(request.app[SNIPPET].error_body(code, message), status=status)
     resp.headers["Cache-Control"] = NO_STORE
     resp.headers.update(headers or {})
     return resp
@@ -172,10 +202,11 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 async def script(request: web.Request) -> web.Response:
     bundle = request.app[SNIPPET].bundle
     if bundle is None:
-        return _error(503, "snippet_not_built", "the snippet is not built on this server")
+        # 404, not 503: nothing will appear by retrying; the operator has to build it.
+        return _error(request, 404, "snippet_not_built", "the snippet is not built on this server")
     wanted = request.match_info.get("hash")
     if wanted is not None and bundle.name != f"activelead.{wanted}.js":
-        return _error(404, "not_found", f"no such build; the current one is {bundle.name}")
+        return _error(request, 404, "not_found", f"no such build; the current one is {bundle.name}")
     headers = {
         "Cache-Control": HASHED_CACHE if wanted else STABLE_CACHE,
         "ETag": bundle.etag,
@@ -211,7 +242,7 @@ async def preflight(request: web.Request) -> web.Response:
     # key, whether the page may read the challenge.
     origin = normalise_origin(request.headers.get("Origin", ""))
     if not origin:
-        return _error(403, "origin_required", "a CORS preflight needs an http(s) Origin")
+        return _error(request, 403, "origin_required", "a CORS preflight needs an http(s) Origin")
     return web.Response(status=204, headers={
         **_cors(origin),
         "Access-Control-Allow-Methods": "POST",
@@ -222,7 +253,7 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def wrong_method(request: web.Request) -> web.Response:
-    return _error(405, "method_not_allowed", "use POST", {"Allow": "POST, OPTIONS"})
+    return _error(request, 405, "method_not_allowed", "use POST", {"Allow": "POST, OPTIONS"})
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -261,37 +292,38 @@ async def challenge(request: web.Request) -> web.Response:
     snippet = request.app[SNIPPET]
     ctype = request.content_type
     if ctype not in ("text/plain", "application/json"):
-        return _error(415, "unsupported_media_type", "send the JSON body as text/plain or application/json")
+        return _error(request, 415, "unsupported_media_type",
+                      "send the JSON body as text/plain or application/json")
     raw = await _read_limited(request, MAX_CHALLENGE_BODY)
     if raw is None:
-        return _error(413, "payload_too_large", f"at most {MAX_CHALLENGE_BODY} bytes")
+        return _error(request, 413, "payload_too_large", f"at most {MAX_CHALLENGE_BODY} bytes")
     try:
         site_key, form = parse_challenge_body(raw)
     except ChallengeRequestError as exc:
-        return _error(400, exc.code, str(exc))
+        return _error(request, 400, exc.code, str(exc))
     raw_origin = request.headers.get("Origin", "")
     origin = normalise_origin(raw_origin)
     if not origin:
-        return _error(403, "origin_required", "the request must carry the page's http(s) Origin")
+        return _error(request, 403, "origin_required", "the request must carry the page's http(s) Origin")
     site = await snippet.lookup(site_key)
     if site is None:
-        return _error(404, "unknown_site", "no site has this key")
-    if origin not in site.allowed_origins:
+        return _error(request, 404, "unknown_site", "no site has this key")
+    if not site.allows(origin):
         # No CORS headers: the page cannot even read why. Logged for the site owner instead.
         log.info("challenge for %s refused to origin %s", site_key, origin)
-        return _error(403, "origin_not_allowed", "this origin is not allowed for this site key")
+        return _error(request, 403, "origin_not_allowed", "this origin is not allowed for this site key")
     policy = site.step_up
     recent = (await snippet.counters(request).hit(
         [(f"chal:{snippet.client_ip(request)}", policy.window_s)]
     ))[0]
     if recent > policy.hard_limit:
-        return _error(429, "rate_limited", "too many challenges from this address",
+        return _error(request, 429, "rate_limited", "too many challenges from this address",
                       {**_cors(origin), "Retry-After": str(policy.window_s)})
     difficulty = policy.difficulty(recent, snippet.suspicious(request))
     try:
         issued = snippet.signer.issue(site_key, origin, form, difficulty)
     except ChallengeRequestError as exc:
-        return _error(400, exc.code, str(exc), _cors(origin))
+        return _error(request, 400, exc.code, str(exc), _cors(origin))
     resp = web.json_response(issued.to_json())
     resp.headers.update(_cors(origin))
     resp.headers["Cache-Control"] = NO_STORE

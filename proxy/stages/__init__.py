@@ -10,6 +10,7 @@ import time
 from typing import Protocol
 
 from proxy import metrics
+from proxy.challenge import ChallengeSigner
 from proxy.stages.act import Act
 from proxy.stages.flow import Flow, ScorerLike
 from proxy.stages.match import Match
@@ -29,13 +30,13 @@ class Stage(Protocol):
 
 def build_pipeline(
     *, signer: TokenSigner, counters: Counters, scorer: ScorerLike, reporter: Reporter,
-    token_ttl_s: int,
+    token_ttl_s: int, challenges: ChallengeSigner | None = None,
 ) -> list[Stage]:
     """The one place the order of stages is written down."""
     return [
         Match(),
         Read(),
-        Token(signer, counters, token_ttl_s),
+        Token(signer, counters, token_ttl_s, challenges),
         Score(scorer),
         Act(),
         Record(reporter),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxy.challenge import FIELD as SNIPPET_FIELD
 from proxy.formbody import strip
 from proxy.stages.flow import Flow, Forward, Respond
 from proxy.tokens import TOKEN_FIELD
@@ -32,9 +33,13 @@ class Act:
         # A post to a form the proxy renders without any genuine token comes from a client that
         # never loaded the page: blocked whatever the score, unless the form opts out. Expired
         # (a tab left open) and replayed (a double submit) tokens are left to the score.
+        # The snippet's own token is left to the score too: a blocked script must not block a
+        # person, but a valid one vouches for a post from a page the proxy did not render.
+        render_state = flow.token.state if flow.token is not None else sub.signals.token_state
+        vouched = flow.snippet is not None and flow.snippet.state == "valid"
         no_token = (
-            flow.site.render_enabled and cfg.require_token
-            and sub.signals.token_state in ("missing", "invalid")
+            flow.site.render_enabled and cfg.require_token and not vouched
+            and render_state in ("missing", "invalid")
         )
         block = verdict.decision == "blocked" or no_token
         if failed:
@@ -44,7 +49,10 @@ class Act:
             flow.outcome = self._block(flow, verdict)
             return
         flow.action = "would_block" if block else ("error_forwarded" if failed else "forwarded")
-        body = strip(flow.content_type, flow.body, {flow.site.honeypot, TOKEN_FIELD})
+        own = {flow.site.honeypot, TOKEN_FIELD}
+        if flow.site.config.snippet.site_key:  # verified (and used up) here: not the origin's
+            own.add(SNIPPET_FIELD)
+        body = strip(flow.content_type, flow.body, own)
         flow.outcome = Forward(body, result_headers(verdict))
 
     @staticmethod

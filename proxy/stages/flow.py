@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from proxy.challenge import SnippetCheck
 from proxy.formbody import ParsedBody
 from proxy.settings import Form, Site
 from proxy.tokens import TokenCheck
@@ -73,7 +74,8 @@ class Flow:
     body: bytes = b""
     parsed: ParsedBody | None = None
     submission: Submission | None = None
-    token: TokenCheck | None = None
+    token: TokenCheck | None = None  # the render token
+    snippet: SnippetCheck | None = None  # the snippet's challenge token
     verdict: Verdict | None = None
     action: str = ""  # forwarded | blocked | would_block | error_forwarded
     outcome: Respond | Forward | None = None

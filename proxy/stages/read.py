@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxy.challenge import FIELD as SNIPPET_FIELD
 from proxy.formbody import BodyError, parse
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Respond
 from proxy.tokens import TOKEN_FIELD
@@ -49,6 +50,8 @@ class Read:
         fmap = flow.form.config.fields
         honeypots = [flow.site.honeypot, *fmap.honeypot]
         proxy_fields = {flow.site.honeypot, TOKEN_FIELD}
+        if flow.site.config.snippet.site_key:
+            proxy_fields.add(SNIPPET_FIELD)
         fields = {
             k: v[:MAX_FIELD_CHARS] for k, v in parsed.fields.items() if k not in proxy_fields
         }

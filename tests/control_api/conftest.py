@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from control_api.app import create_app
@@ -106,6 +107,23 @@ async def sign_up(client: TestClient[Any, Any], email: str = "owner@example.com"
 @pytest.fixture
 async def owner(client: TestClient[Any, Any]) -> Account:
     return await sign_up(client)
+
+
+async def api_error(resp: ClientResponse) -> dict[str, Any]:
+    """The `error` object of a control API error answer, after checking the whole shape:
+    `{"error": {"code", "message", "details", "requestId"}}` and nothing else, with the request
+    id the X-Request-Id header carries."""
+    assert resp.status >= 400, resp.status
+    assert resp.content_type == "application/json", resp.content_type
+    body = await resp.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "details", "requestId"}, error
+    assert isinstance(error["code"], str) and error["code"], error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["details"], dict), error
+    assert error["requestId"] == resp.headers["X-Request-Id"], error
+    return error
 
 
 def db_rows(path: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

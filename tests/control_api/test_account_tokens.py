@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.control_api.conftest import Account, sign_up
+from tests.control_api.conftest import Account, api_error, sign_up
 from tests.control_api.test_keys import GOOD
 
 
@@ -32,7 +32,7 @@ async def test_account_token_manages_projects_without_cookie_or_csrf(
                          ("DELETE", "/v1/session")):
         resp = await bare.request(method, path, json={"name": "x"}, headers=auth)
         assert resp.status == 403, path
-        assert (await resp.json())["code"] == "session_required"
+        assert (await api_error(resp))["code"] == "session_required"
     entries = (await (await client.get("/v1/audit")).json())["entries"]
     assert any(e["actor"] == f"token:{created['id']}" and e["action"] == "project.created"
                for e in entries)
@@ -42,7 +42,7 @@ async def test_account_token_manages_projects_without_cookie_or_csrf(
     resp = await client.delete(f"/v1/account/tokens/{created['id']}", headers=owner.h())
     assert resp.status == 200
     resp = await bare.get("/v1/projects", headers=auth)
-    assert resp.status == 401 and (await resp.json())["code"] == "invalid_key"
+    assert resp.status == 401 and (await api_error(resp))["code"] == "invalid_key"
 
 
 async def test_account_token_is_scoped_to_its_account_and_not_an_api_key(
@@ -58,7 +58,7 @@ async def test_account_token_is_scoped_to_its_account_and_not_an_api_key(
     assert (await bare.get(f"/v1/projects/{pid_a}", headers=auth)).status == 404
     assert (await bare.get("/v1/projects", headers=auth)).status == 200
     resp = await bare.post("/v1/ingest", json=GOOD, headers=auth)
-    assert resp.status == 403 and (await resp.json())["code"] == "wrong_key_kind"
+    assert resp.status == 403 and (await api_error(resp))["code"] == "wrong_key_kind"
     live = await owner.key(pid_a)
     resp = await bare.get("/v1/projects", headers={"Authorization": f"Bearer {live}"})
-    assert resp.status == 403 and (await resp.json())["code"] == "wrong_key_kind"
+    assert resp.status == 403 and (await api_error(resp))["code"] == "wrong_key_kind"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.control_api.conftest import Account, ClientFactory, db_rows, sign_up
+from tests.control_api.conftest import Account, ClientFactory, api_error, db_rows, sign_up
 
 
 async def test_sign_up_sets_http_only_samesite_cookie_and_hashes_with_argon2id(
@@ -41,7 +41,7 @@ async def test_sign_in_wrong_password_and_unknown_account_look_the_same(
     unknown = await client.post("/v1/session", json={"email": "ghost@example.com",
                                                      "password": "nope" * 4})
     assert wrong.status == unknown.status == 401
-    a, b = await wrong.json(), await unknown.json()
+    a, b = await api_error(wrong), await api_error(unknown)
     assert (a["code"], a["message"]) == (b["code"], b["message"]) == (
         "invalid_credentials", "invalid e-mail or password")
 
@@ -71,7 +71,7 @@ async def test_cookie_writes_need_csrf_token_and_same_origin(
     headers = {k: owner.csrf if v == "<right>" else v for k, v in headers.items()}
     resp = await client.post("/v1/projects", json={"name": "x"}, headers=headers)
     assert resp.status == 403
-    assert (await resp.json())["code"] == "csrf_failed"
+    assert (await api_error(resp))["code"] == "csrf_failed"
     ok = await client.post("/v1/projects", json={"name": "x"},
                            headers={"X-CSRF-Token": owner.csrf,
                                     "Origin": f"http://{client.host}:{client.port}"})
@@ -111,7 +111,7 @@ async def test_login_is_rate_limited_per_account(make_client: ClientFactory) -> 
                                                   "password": owner.password})
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) >= 1
-    assert (await resp.json())["code"] == "rate_limited"
+    assert (await api_error(resp))["code"] == "rate_limited"
 
 
 async def test_login_is_rate_limited_per_ip(make_client: ClientFactory) -> None:
@@ -130,7 +130,7 @@ async def test_duplicate_sign_up_is_refused_generically(
     resp = await client.post("/v1/accounts", json={"email": owner.email.upper(),
                                                    "password": "another password"})
     assert resp.status == 409
-    assert (await resp.json())["code"] == "signup_failed"
+    assert (await api_error(resp))["code"] == "signup_failed"
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [
@@ -150,14 +150,13 @@ async def test_sign_up_rejects_hostile_input(
     resp = await client.post("/v1/accounts", data=body,
                              headers={"Content-Type": "application/json"})
     assert resp.status == status, await resp.text()
-    out = await resp.json()
-    assert out["code"] == code and out["message"]
+    assert (await api_error(resp))["code"] == code
 
 
 async def test_sign_up_wrong_content_type_is_415(client: TestClient[Any, Any]) -> None:
     resp = await client.post("/v1/accounts", data={"email": "a@example.com", "password": "p" * 12})
     assert resp.status == 415
-    assert (await resp.json())["code"] == "unsupported_media_type"
+    assert (await api_error(resp))["code"] == "unsupported_media_type"
 
 
 async def test_audit_log_records_sign_in_outcomes_without_secrets(
@@ -179,6 +178,6 @@ async def test_audit_log_records_sign_in_outcomes_without_secrets(
 
 async def test_unknown_route_and_method_get_json_errors(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/v1/nothing-here")
-    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+    assert resp.status == 404 and (await api_error(resp))["code"] == "not_found"
     resp = await client.put("/v1/session")
-    assert resp.status == 405 and (await resp.json())["code"] == "method_not_allowed"
+    assert resp.status == 405 and (await api_error(resp))["code"] == "method_not_allowed"

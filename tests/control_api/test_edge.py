@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.control_api.conftest import Account, ClientFactory, sign_up
+from tests.control_api.conftest import Account, ClientFactory, api_error, sign_up
 
 
 def event(n: int, **overrides: Any) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def test_edge_batch_envelope_errors(
     _, _, auth = await edge_setup(client)
     resp = await client.post("/v1/edge/events", json=body, headers={**auth, **headers})
     assert resp.status == status
-    assert (await resp.json())["code"] == code
+    assert (await api_error(resp))["code"] == code
 
 
 async def test_edge_batch_when_credits_run_out_stores_all_and_charges_what_is_left(

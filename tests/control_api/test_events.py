@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.control_api.conftest import Account, ClientFactory, sign_up
+from tests.control_api.conftest import Account, ClientFactory, api_error, sign_up
 from tests.control_api.test_edge import event
 
 
@@ -70,14 +70,14 @@ async def test_bad_event_queries_are_400(client: TestClient[Any, Any], query: st
     _, _, auth = await seeded(client, 1)
     resp = await client.get(f"/v1/events?{query}", headers=auth)
     assert resp.status == 400
-    body = await resp.json()
+    body = await api_error(resp)
     assert body["code"] == "invalid_query" and body["details"]
 
 
 async def test_get_unknown_event_is_404(client: TestClient[Any, Any]) -> None:
     _, _, auth = await seeded(client, 1)
     resp = await client.get("/v1/events/tr_nope", headers=auth)
-    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+    assert resp.status == 404 and (await api_error(resp))["code"] == "not_found"
 
 
 async def test_export_csv_and_jsonl_are_streamed_complete_and_formula_safe(

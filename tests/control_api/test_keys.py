@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from control_api.keys import KeyFormatError, format_key, parse_key
-from tests.control_api.conftest import Account, db_rows
+from tests.control_api.conftest import Account, api_error, db_rows
 
 GOOD = {"email": "jane@example.org", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
         "ip": "81.2.69.160", "fields": {"message": "Hello, I would like a quote."}}
@@ -62,7 +62,7 @@ async def test_revoked_key_stops_working_and_is_audited(
     resp = await client.delete(f"/v1/projects/{project['id']}/keys/{public_id}", headers=owner.h())
     assert resp.status == 200
     resp = await client.post("/v1/ingest", json=GOOD, headers=auth)
-    assert resp.status == 401 and (await resp.json())["code"] == "invalid_key"
+    assert resp.status == 401 and (await api_error(resp))["code"] == "invalid_key"
     actions = [e["action"] for e in (await (await client.get("/v1/audit")).json())["entries"]]
     assert "key.created" in actions and "key.revoked" in actions
 
@@ -91,7 +91,7 @@ async def test_bad_credentials_are_401(
     headers = {"Authorization": header} if header else {}
     resp = await client.post("/v1/ingest", json=GOOD, headers=headers)
     assert resp.status == 401
-    assert (await resp.json())["code"] == code
+    assert (await api_error(resp))["code"] == code
 
 
 async def test_edge_token_and_api_key_are_not_interchangeable(
@@ -101,6 +101,29 @@ async def test_edge_token_and_api_key_are_not_interchangeable(
     live, edge = await owner.key(project["id"]), await owner.key(project["id"], "edge")
     assert edge.startswith("al_edge_")
     resp = await client.post("/v1/ingest", json=GOOD, headers={"Authorization": f"Bearer {edge}"})
-    assert resp.status == 403 and (await resp.json())["code"] == "wrong_key_kind"
+    assert resp.status == 403 and (await api_error(resp))["code"] == "wrong_key_kind"
     resp = await client.get("/v1/edge/config", headers={"Authorization": f"Bearer {live}"})
     assert resp.status == 403
+
+
+def test_verified_key_map_follows_the_lookup_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key verified moments ago skips the checksum and HMAC, but only while the cache entry it
+    was checked against is still the current one: revocation and the TTL end it."""
+    import time
+
+    from control_api import keys as keys_module
+
+    store = keys_module.KeyStore("pepper")
+    info = keys_module.KeyInfo("id1", "live", "prj_1", "acc_1")
+    entry = keys_module._Cached("hash", info, time.monotonic())
+    store._cache["live:id1"] = entry
+    store.remember_verified("al_live_token", "live", "id1", entry)
+    assert store.verified("al_live_token") is info
+    assert store.verified("al_live_other") is None
+    store.forget("id1")  # revoked in this process
+    assert store.verified("al_live_token") is None
+    store._cache["live:id1"] = entry
+    store.remember_verified("al_live_token", "live", "id1", entry)
+    later = time.monotonic() + 60
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: later)
+    assert store.verified("al_live_token") is None  # past the TTL: look it up again

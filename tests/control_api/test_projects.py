@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.control_api.conftest import Account
+from tests.control_api.conftest import Account, api_error
 from tests.control_api.test_keys import GOOD
 
 RULE = {"id": "cust-quote", "title": "Asks for a quote", "weight": 90, "labels": ["custom_rule"],
@@ -39,8 +39,8 @@ async def test_bad_project_config_is_400_naming_the_key(
     pid = (await owner.project())["id"]
     resp = await client.patch(f"/v1/projects/{pid}", json=patch, headers=owner.h())
     assert resp.status == 400, await resp.text()
-    body = await resp.json()
-    assert any(k.startswith(key) for k in body.get("details", {})) or key in body["message"], body
+    body = await api_error(resp)
+    assert any(k.startswith(key) for k in body["details"]) or key in body["message"], body
     project = await (await client.get(f"/v1/projects/{pid}")).json()
     assert project["version"] == 1  # nothing changed
 

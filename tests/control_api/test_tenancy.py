@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from control_api.keys import parse_key
-from tests.control_api.conftest import Account, sign_up
+from tests.control_api.conftest import Account, api_error, sign_up
 from tests.control_api.test_keys import GOOD
 
 
@@ -51,7 +51,7 @@ async def test_account_b_cannot_touch_account_a(
     for attempt in attempts:
         resp = await attempt
         assert resp.status == 404, (resp.method, resp.url, resp.status, await resp.text())
-        assert (await resp.json())["code"] == "not_found"
+        assert (await api_error(resp))["code"] == "not_found"
 
     # B's own listings show nothing of A's.
     assert [p["name"] for p in (await (await other.get("/v1/projects")).json())["projects"]] == [

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from control_api.webhooks import address_allowed, sign, verify
-from tests.control_api.conftest import Account, ClientFactory, sign_up
+from tests.control_api.conftest import Account, ClientFactory, api_error, sign_up
 from tests.control_api.test_ingest import SPAM
 from tests.control_api.test_keys import GOOD
 
@@ -148,7 +148,7 @@ async def test_webhook_urls_to_private_targets_are_refused(
     pid = (await owner.project())["id"]
     resp = await client.post(f"/v1/projects/{pid}/webhooks", headers=owner.h(), json={"url": url})
     assert resp.status == 400
-    assert (await resp.json())["code"] == "invalid_url"
+    assert (await api_error(resp))["code"] == "invalid_url"
 
 
 async def test_hostname_resolving_to_loopback_is_refused_at_delivery(

@@ -220,6 +220,10 @@ def test_invalid_key_shows_a_notice(wp: WordPress) -> None:
     wp.set_settings(api_key="al_live_AAAAAAAAAAAA_" + "A" * 38)
     wp.post_comment(wp.client(), "jane.reader@example.org", unique("Comment with a wrong key"))
     assert "refuses the API key" in wp.admin().get("/wp-admin/index.php").text
+    # The reason comes from the control API's error body ({"error": {"code", "message", …}}).
+    status = wp.eval("return get_option('activelead_status');")
+    assert status["key_invalid"] is True
+    assert status["last_error"].startswith("HTTP 401 ") and status["last_error"].endswith("(invalid_key)")
 
 
 def test_marking_spam_sends_feedback(wp: WordPress, control_api: ControlApi) -> None:

@@ -164,7 +164,7 @@ class Activelead_Client {
 			$ok      = $status >= 200 && $status < 300;
 			$error   = '';
 			if ( ! $ok ) {
-				$error = sprintf( 'HTTP %d %s', $status, isset( $decoded['message'] ) ? (string) $decoded['message'] : '' );
+				$error = sprintf( 'HTTP %d %s', $status, self::error_text( $decoded ) );
 			}
 			$result = array(
 				'ok'     => $ok,
@@ -175,6 +175,24 @@ class Activelead_Client {
 		}
 		self::remember( $result, $path );
 		return $result;
+	}
+
+	/**
+	 * The message and code of a control API error answer,
+	 * `{"error": {"code": "…", "message": "…", "details": {…}, "requestId": "…"}}`,
+	 * as "message (code)"; empty when the body is not such an answer.
+	 *
+	 * @param array<string, mixed> $decoded Decoded JSON body.
+	 * @return string
+	 */
+	public static function error_text( array $decoded ) {
+		$error   = isset( $decoded['error'] ) && is_array( $decoded['error'] ) ? $decoded['error'] : array();
+		$message = isset( $error['message'] ) && is_string( $error['message'] ) ? $error['message'] : '';
+		$code    = isset( $error['code'] ) && is_string( $error['code'] ) ? $error['code'] : '';
+		if ( '' === $code ) {
+			return $message;
+		}
+		return '' === $message ? $code : $message . ' (' . $code . ')';
 	}
 
 	/**

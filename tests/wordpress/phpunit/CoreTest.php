@@ -86,6 +86,21 @@ class CoreTest extends TestCase {
 		$this->assertSame( 'wordpress', $body['metadata']['source'] );
 	}
 
+	public function test_error_text_reads_the_nested_error_body() {
+		$body = array(
+			'error' => array(
+				'code'      => 'credits_exhausted',
+				'message'   => 'the account has no credits left',
+				'details'   => array( 'balance' => 0 ),
+				'requestId' => 'req_1',
+			),
+		);
+		$this->assertSame( 'the account has no credits left (credits_exhausted)', Activelead_Client::error_text( $body ) );
+		$this->assertSame( 'rate_limited', Activelead_Client::error_text( array( 'error' => array( 'code' => 'rate_limited' ) ) ) );
+		$this->assertSame( '', Activelead_Client::error_text( array( 'code' => 'flat', 'message' => 'not ours' ) ) );
+		$this->assertSame( '', Activelead_Client::error_text( array( 'error' => 'a string' ) ) );
+	}
+
 	public function test_unreachable_service_fails_open_then_closed() {
 		$settings = get_option( 'activelead_settings' );
 		try {
