@@ -28,8 +28,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.challenge import ChallengeSigner, StepUp, solve_pow, verify  # noqa: E402
-from proxy.snippet_routes import SnippetSite  # noqa: E402
+from activelead.snippet_http import SnippetSite  # noqa: E402
+from rules.challenge import ChallengeSigner, StepUp, solve_pow, verify  # noqa: E402
 from rules.counters import MemoryCounters  # noqa: E402
 from tests.snippet.browser import built_bundle, launch  # noqa: E402
 from tests.snippet.site import start_site  # noqa: E402
@@ -79,7 +79,7 @@ async def over_http(seconds: float, concurrency: int = 32) -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from proxy.snippet_routes import register, static_sites
+    from activelead.snippet_http import register, static_sites
 
     counters = MemoryCounters(max_keys=10_000_000)
     app = web.Application()

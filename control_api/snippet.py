@@ -9,7 +9,7 @@ the ingest body's `token` (the WordPress plugin does); ingest verifies it here a
 gets the facts (token state, timing, behaviour, automation, proof-of-work) as rule inputs.
 
 This module imports the snippet's pure challenge logic and its aiohttp handlers from
-`proxy.challenge` / `proxy.snippet_routes` — the one place the control API uses proxy code. Both
+`rules.challenge` / `activelead.snippet_http` — the one place the control API uses proxy code. Both
 are leaf modules (they import nothing from the proxy but each other); they belong in a shared
 package, which is a move for the maintainers to make (see plugins/js-snippet/README.md).
 """
@@ -28,12 +28,20 @@ from typing import Any
 
 from aiohttp import web
 
+from activelead.snippet_http import (
+    DEFAULT_DIST,
+    SnippetBundle,
+    SnippetNotBuilt,
+    SnippetSite,
+    register,
+)
 from control_api.clientip import client_ip
 from control_api.errors import ApiError, error_body
 from control_api.settings import ControlApiSettings
 from control_api.sqltypes import Row
 from control_api.state import SERVICES
-from proxy.challenge import (
+from rules import Submission
+from rules.challenge import (
     MAX_DIFFICULTY,
     ChallengeSigner,
     StepUp,
@@ -41,14 +49,6 @@ from proxy.challenge import (
     origin_of_url,
     verify,
 )
-from proxy.snippet_routes import (
-    DEFAULT_DIST,
-    SnippetBundle,
-    SnippetNotBuilt,
-    SnippetSite,
-    register,
-)
-from rules import Submission
 
 log = logging.getLogger("activelead.control_api.snippet")
 

@@ -21,8 +21,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy import metrics, render, snippet_routes
-from proxy.challenge import ChallengeSigner, StepUp, challenge_secret
+from activelead import snippet_http as snippet_routes
+from proxy import metrics, render
 from proxy.clientip import ClientIpResolver, parse_ip
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.forward import downstream_headers, upstream_headers
@@ -31,6 +31,7 @@ from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.act import NO_STORE
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Forward, Respond
 from proxy.tokens import TokenSigner, load_or_create_secret
+from rules.challenge import ChallengeSigner, StepUp, challenge_secret
 from rules.counters import Counters, MemoryCounters, RedisCounters
 from rules.engine import Engine
 from rules.scorer import Scorer
@@ -222,6 +223,7 @@ def _register_snippet(app: web.Application) -> None:
         signer=routing.challenges, counters=lambda request: request.app[COUNTERS],
         bundle=bundle, client_ip=lambda request: _client(request).ip,
         warn_unbuilt=bool(routing.snippet_sites),
+        observe=lambda result: metrics.SNIPPET_CHALLENGES.labels(result).inc(),
     )
 
 

@@ -51,6 +51,12 @@ SPOOL_DEPTH = Gauge(
     multiprocess_mode="livesum",
 )
 SHIP_FAILURES = Counter("activelead_proxy_ship_failures_total", "Failed event batch uploads.")
+SNIPPET_CHALLENGES = Counter(
+    "activelead_proxy_snippet_challenges_total",
+    "Snippet challenge requests by outcome: issued, stepped_up, or the error code "
+    "(origin_not_allowed usually means snippet.allowed_origins misses a page's origin).",
+    ["result"],
+)
 
 
 _KINDS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -18,7 +18,6 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from proxy import render
-from proxy.challenge import ChallengeSigner, challenge_secret
 from proxy.clientip import ClientIpResolver
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.settings import ProxySettings, Site, compile_sites, load_settings
@@ -26,6 +25,7 @@ from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.act import NO_STORE
 from proxy.stages.flow import BodyTooLarge, Flow, Forward, Respond
 from proxy.tokens import TokenSigner, load_or_create_secret
+from rules.challenge import ChallengeSigner, challenge_secret
 from rules.counters import Counters, MemoryCounters, RedisCounters
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

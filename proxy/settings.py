@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from proxy.challenge import normalise_origin
+from rules.challenge import normalise_origin
 from rules.config import ConfigError, ScoringConfig, Thresholds, format_validation_error
 
 DEFAULT_CONFIG = Path("activelead.yaml")

@@ -10,7 +10,6 @@ import time
 from typing import Protocol
 
 from proxy import metrics
-from proxy.challenge import ChallengeSigner
 from proxy.stages.act import Act
 from proxy.stages.flow import Flow, ScorerLike
 from proxy.stages.match import Match
@@ -19,6 +18,7 @@ from proxy.stages.record import Record, Reporter
 from proxy.stages.score import Score
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
+from rules.challenge import ChallengeSigner
 from rules.counters import Counters
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.challenge import FIELD as SNIPPET_FIELD
 from proxy.formbody import strip
 from proxy.stages.flow import Flow, Forward, Respond
 from proxy.tokens import TOKEN_FIELD
+from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.model import Verdict
 
 NO_STORE = "no-store, private"

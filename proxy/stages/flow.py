@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from proxy.challenge import SnippetCheck
 from proxy.formbody import ParsedBody
 from proxy.settings import Form, Site
 from proxy.tokens import TokenCheck
+from rules.challenge import SnippetCheck
 from rules.config import Thresholds
 from rules.model import Submission, Verdict
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.challenge import FIELD as SNIPPET_FIELD
 from proxy.formbody import BodyError, parse
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Respond
 from proxy.tokens import TOKEN_FIELD
+from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.model import MAX_FIELD_CHARS, Signals, Submission
 
 # Headers the engine may use (user-agent, language and fetch metadata); the rest stay private.

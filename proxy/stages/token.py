@@ -3,10 +3,10 @@ the snippet's challenge token (signature, binding, age, single use, proof-of-wor
 
 from __future__ import annotations
 
-from proxy import challenge
-from proxy.challenge import ChallengeSigner, SnippetCheck
 from proxy.stages.flow import Flow
 from proxy.tokens import TokenSigner
+from rules import challenge
+from rules.challenge import ChallengeSigner, SnippetCheck
 from rules.counters import Counters
 
 # When both tokens speak, the worse one is the submission's token state.

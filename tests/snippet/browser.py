@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from proxy.snippet_routes import DEFAULT_DIST, SnippetBundle
+from activelead.snippet_http import DEFAULT_DIST, SnippetBundle
 from tests.services import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +49,7 @@ def bounded(seconds: float = 120) -> Callable[[AsyncTest], AsyncTest]:
 def built_bundle() -> SnippetBundle:
     """Build the snippet (cheap when nothing changed) and load it as the servers do."""
     if shutil.which("npm") is None:
-        pytest.fail("npm is not installed: the snippet cannot be built (Node.js >= 18 needed)")
+        pytest.fail("npm is not installed: the snippet cannot be built (Node.js >= 20.19 needed)")
     subprocess.run([str(ROOT / "scripts" / "build-snippet")], check=True, capture_output=True)
     return SnippetBundle.load(DEFAULT_DIST)
 

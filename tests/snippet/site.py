@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.challenge import FIELD, HEADER, ChallengeSigner, StepUp, verify
-from proxy.snippet_routes import SnippetBundle, SnippetSite, register, static_sites
+from activelead.snippet_http import SnippetBundle, SnippetSite, register, static_sites
+from rules.challenge import FIELD, HEADER, ChallengeSigner, StepUp, verify
 from rules.counters import MemoryCounters
 from tests.services import free_port
 

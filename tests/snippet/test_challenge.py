@@ -1,4 +1,4 @@
-"""proxy/challenge.py: signed challenges, binding, expiry, rotation, proof-of-work, reports."""
+"""rules/challenge.py: signed challenges, binding, expiry, rotation, proof-of-work, reports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from proxy.challenge import (
+from rules.challenge import (
     MAX_DIFFICULTY,
     ChallengeKeyError,
     ChallengeRequestError,
@@ -260,3 +260,20 @@ def test_step_up(recent: float, suspicious: bool, difficulty: int) -> None:
 def test_step_up_bad_config(kw: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         StepUp(**kw)
+
+
+async def test_single_use_across_replicas_through_redis() -> None:
+    """Two proxy replicas share the replay set through a real redis-server."""
+    from rules.counters import RedisCounters
+    from tests.services import redis_server
+
+    signer = make(Clock())
+    with redis_server() as redis:
+        one, two = RedisCounters(redis.url), RedisCounters(redis.url)
+        try:
+            value = posted(signer)
+            assert (await verify(signer, one, value)).state == "valid"
+            assert (await verify(signer, two, value)).state == "replayed"
+        finally:
+            await one.close()
+            await two.close()

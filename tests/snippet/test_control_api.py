@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from control_api.app import create_app
 from control_api.snippet import project_of, site_key
-from proxy.challenge import solve_pow
+from rules.challenge import solve_pow
 from tests.control_api.conftest import Account, make_settings, shared_engine, sign_up
 from tests.snippet.test_snippet_routes import write_dist
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def test_vitest_and_build() -> None:
     if shutil.which("npm") is None:
-        pytest.fail("npm is not installed: the snippet's unit tests need Node.js >= 18")
+        pytest.fail("npm is not installed: the snippet's unit tests need Node.js >= 20.19")
     run = subprocess.run([str(ROOT / "scripts" / "build-snippet"), "--test"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

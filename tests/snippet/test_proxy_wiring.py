@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from proxy import render
 from proxy.app import build_routing, challenge_secret, create_app
-from proxy.challenge import ChallengeSigner
 from proxy.settings import ProxySettings, compile_sites, load_settings
 from proxy.tokens import TokenSigner
+from rules.challenge import ChallengeSigner
 from rules.config import ConfigError
 from rules.engine import Engine
 from tests.snippet.test_snippet_routes import CODE, write_dist
@@ -84,6 +84,26 @@ async def test_default_allowed_origins_are_the_site_hosts(proxy: TestServer, pag
         assert resp.status == status
         if status == 200:
             assert resp.headers["Access-Control-Allow-Origin"] == page_origin
+
+
+def challenge_count(result: str) -> float:
+    from proxy import metrics
+
+    text = metrics.render()[0].decode()
+    line = f'activelead_proxy_snippet_challenges_total{{result="{result}"}} '
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+async def test_challenge_outcomes_are_counted(proxy: TestServer) -> None:
+    before = {r: challenge_count(r) for r in ("issued", "stepped_up", "origin_not_allowed")}
+    async with ClientSession() as http:
+        for origin, ua in [("https://shop.test", "Mozilla/5.0 (X11; Linux) Chrome/126.0"),
+                           ("https://shop.test", "curl/8.5"), ("https://other.test", "curl/8.5")]:
+            await http.post(proxy.make_url("/__activelead/challenge"),
+                            data=json.dumps({"site": "pk_shop", "form": "/contact"}),
+                            headers={"Content-Type": "text/plain", "Origin": origin, "User-Agent": ua})
+    assert {r: challenge_count(r) - n for r, n in before.items()} == {
+        "issued": 1, "stepped_up": 1, "origin_not_allowed": 1}
 
 
 async def test_rendered_page_gets_the_tag_with_its_site_key(proxy: TestServer) -> None:

@@ -1,4 +1,4 @@
-"""proxy/snippet_routes.py: the script with its caching, and the challenge endpoint's 4xx paths."""
+"""activelead/snippet_http.py: the script with its caching, and the challenge endpoint's 4xx paths."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.challenge import ChallengeSigner, StepUp
-from proxy.snippet_routes import (
+from activelead.snippet_http import (
     HASHED_CACHE,
     STABLE_CACHE,
     SnippetBundle,
@@ -21,11 +20,13 @@ from proxy.snippet_routes import (
     register,
     static_sites,
 )
+from rules.challenge import ChallengeSigner, StepUp
 from rules.counters import MemoryCounters
 
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 SIGNER = ChallengeSigner("route-secret-0123456789")
+OBSERVED = web.AppKey("observed", list)
 CODE = b"(()=>{window.activelead=1})();\n"
 
 
@@ -41,9 +42,11 @@ def make_app(tmp_path: Path, *, built: bool = True, step_up: StepUp | None = Non
     app = web.Application()
     counters = MemoryCounters()
     sites = {"pk_live_1": SnippetSite.build("pk_live_1", [ORIGIN, "http://127.0.0.1:8080"], step_up)}
+    app[OBSERVED] = []
     register(
         app, lookup=static_sites(sites), signer=SIGNER, counters=lambda request: counters,
         bundle=SnippetBundle.load(write_dist(tmp_path / "dist")) if built else None,
+        observe=app[OBSERVED].append,
     )
 
     async def catch_all(request: web.Request) -> web.Response:
@@ -189,6 +192,7 @@ async def test_bad_challenge_requests(client: TestClient[Any, Any], data: str | 
                                       origin: str | None, status: int, code: str) -> None:
     resp = await ask(client, data, ctype=ctype, origin=origin)
     assert resp.status == status
+    assert client.app[OBSERVED] == [code]
     answer = await resp.json()
     assert answer["code"] == code and answer["message"]
     assert "Access-Control-Allow-Origin" not in resp.headers or origin == ORIGIN

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from proxy.challenge import ChallengeSigner, solve_pow
 from proxy.formbody import parse
 from proxy.settings import Site, default_honeypot_name
 from proxy.stages.act import Act
 from proxy.stages.flow import Flow, Forward, Respond
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
+from rules.challenge import ChallengeSigner, solve_pow
 from rules.counters import MemoryCounters
 from rules.model import Submission
 from tests.proxy.stages.conftest import make_flow, make_site, make_verdict

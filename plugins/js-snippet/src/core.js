@@ -201,12 +201,15 @@ export function install(win, script) {
   // Submit: with a challenge in hand, fill the field and let the submit go on untouched.
   // Without one (no interaction before submit, or a slow network) hold this submit, get one
   // within the time limits and submit again; on failure submit anyway (server: token_missing).
+  // A submit uses its challenge up even if the page cancels it (an AJAX handler posts the form
+  // itself; a resubmit must not look like a replay); the next one gets a fresh challenge.
   on(win, "submit", (e) => {
     let f = e.target;
     if (!isProtected(f)) return;
     let st = state(f);
     if (st.pass || fresh(st)) {
       st.input.value = value(st);
+      spend(st);
       return;
     }
     touch(st);
@@ -227,19 +230,12 @@ export function install(win, script) {
       }
     });
   }, true);
-  // A submit nobody cancelled is on its way: this challenge is used up.
-  on(win, "submit", (e) => {
-    if (!e.defaultPrevented && isProtected(e.target)) spend(state(e.target));
-  });
   // Every serialisation of the form (navigation, form.submit(), new FormData(form)) gets the
-  // freshest report; the value has now left, so the next submit needs a new challenge.
+  // freshest report. Not spent here: pages build FormData to validate on every keystroke.
   on(doc, "formdata", (e) => {
     if (!isProtected(e.target) || !e.formData) return;
     let st = state(e.target);
-    if (st.ch) {
-      e.formData.set(FIELD, value(st));
-      spend(st);
-    }
+    if (st.ch) e.formData.set(FIELD, value(st));
   }, true);
 
   let scan = safe(() => {

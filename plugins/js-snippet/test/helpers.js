@@ -14,7 +14,7 @@ export const PAGE = `<!doctype html><html><body>
 </body></html>`;
 
 // The challenge endpoint is the one boundary faked here (the real one is tested from Python
-// and end to end in Chromium): it answers like proxy/snippet_routes.py.
+// and end to end in Chromium): it answers like activelead/snippet_http.py.
 export function fakeServer({ difficulty = 0, expiresIn = 1800, fail = null } = {}) {
   let n = 0;
   const fetch = vi.fn(async (url, init) => {

@@ -9,9 +9,11 @@
   body `{"code", "message"}`.
 
 `register(app, ...)` adds the routes to any aiohttp application: the proxy, and the control API
-for sites that only use the ingest API. Everything per-request is looked up through callables, so
-the host application keeps its own state (counters from its cleanup context, client IP from its
-trusted-proxy resolver, site keys from its config or database).
+for sites that only use the ingest API. It lives in the wiring package because both services use
+it and they never import each other; the token logic itself is rules/challenge.py. Everything
+per-request is looked up through callables, so the host application keeps its own state
+(counters from its cleanup context, client IP from its trusted-proxy resolver, site keys from its
+config or database).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.challenge import (
+from rules.challenge import (
     MAX_FORM_CHARS,
     ChallengeRequestError,
     ChallengeSigner,
@@ -140,6 +142,7 @@ class Snippet:
     bundle: SnippetBundle | None
     suspicious: Callable[[web.Request], bool]
     error_body: Callable[[str, str], dict[str, object]]
+    observe: Callable[[str], None]
 
 
 SNIPPET = web.AppKey("snippet", Snippet)
@@ -170,16 +173,19 @@ def register(
     warn_unbuilt: bool = True,
     other_methods: bool = True,
     error_body: Callable[[str, str], dict[str, object]] = _default_error_body,
+    observe: Callable[[str], None] = lambda result: None,
 ) -> None:
     """Add the snippet routes to `app` (before any catch-all route of the host app).
 
     `other_methods` adds a JSON 405 for other methods on the challenge path; an app without a
     catch-all route gets aiohttp's own 405 instead. `error_body(code, message)` shapes the JSON
-    of 4xx answers like the host app's other errors."""
+    of 4xx answers like the host app's other errors; `observe(result)` is called once per
+    challenge request (`issued`, `stepped_up` or the error code), e.g. for a metrics counter."""
     if bundle is None and warn_unbuilt:
         log.warning("the JS snippet is not built: %s/activelead.js answers 404 "
                     "(run scripts/build-snippet)", prefix)
-    app[SNIPPET] = Snippet(lookup, signer, counters, client_ip, bundle, suspicious, error_body)
+    app[SNIPPET] = Snippet(lookup, signer, counters, client_ip, bundle, suspicious, error_body,
+                           observe)
     app.router.add_get(prefix + "/activelead.js", script)
     app.router.add_get(prefix + r"/activelead.{hash:[0-9a-f]{8,64}}.js", script)
     app.router.add_route("POST", prefix + "/challenge", challenge)
@@ -289,43 +295,52 @@ def parse_challenge_body(raw: bytes) -> tuple[str, str]:
 
 
 async def challenge(request: web.Request) -> web.Response:
+    resp, result = await _challenge(request)
+    request.app[SNIPPET].observe(result)
+    return resp
+
+
+async def _challenge(request: web.Request) -> tuple[web.Response, str]:
+    """The answer and its outcome for `observe`."""
+
+    def fail(status: int, code: str, message: str, headers: dict[str, str] | None = None
+             ) -> tuple[web.Response, str]:
+        return _error(request, status, code, message, headers), code
+
     snippet = request.app[SNIPPET]
-    ctype = request.content_type
-    if ctype not in ("text/plain", "application/json"):
-        return _error(request, 415, "unsupported_media_type",
-                      "send the JSON body as text/plain or application/json")
+    if request.content_type not in ("text/plain", "application/json"):
+        return fail(415, "unsupported_media_type", "send the JSON body as text/plain or application/json")
     raw = await _read_limited(request, MAX_CHALLENGE_BODY)
     if raw is None:
-        return _error(request, 413, "payload_too_large", f"at most {MAX_CHALLENGE_BODY} bytes")
+        return fail(413, "payload_too_large", f"at most {MAX_CHALLENGE_BODY} bytes")
     try:
         site_key, form = parse_challenge_body(raw)
     except ChallengeRequestError as exc:
-        return _error(request, 400, exc.code, str(exc))
-    raw_origin = request.headers.get("Origin", "")
-    origin = normalise_origin(raw_origin)
+        return fail(400, exc.code, str(exc))
+    origin = normalise_origin(request.headers.get("Origin", ""))
     if not origin:
-        return _error(request, 403, "origin_required", "the request must carry the page's http(s) Origin")
+        return fail(403, "origin_required", "the request must carry the page's http(s) Origin")
     site = await snippet.lookup(site_key)
     if site is None:
-        return _error(request, 404, "unknown_site", "no site has this key")
+        return fail(404, "unknown_site", "no site has this key")
     if not site.allows(origin):
         # No CORS headers: the page cannot even read why. Logged for the site owner instead.
         log.info("challenge for %s refused to origin %s", site_key, origin)
-        return _error(request, 403, "origin_not_allowed", "this origin is not allowed for this site key")
+        return fail(403, "origin_not_allowed", "this origin is not allowed for this site key")
     policy = site.step_up
     recent = (await snippet.counters(request).hit(
         [(f"chal:{snippet.client_ip(request)}", policy.window_s)]
     ))[0]
     if recent > policy.hard_limit:
-        return _error(request, 429, "rate_limited", "too many challenges from this address",
-                      {**_cors(origin), "Retry-After": str(policy.window_s)})
+        return fail(429, "rate_limited", "too many challenges from this address",
+                    {**_cors(origin), "Retry-After": str(policy.window_s)})
     difficulty = policy.difficulty(recent, snippet.suspicious(request))
     try:
         issued = snippet.signer.issue(site_key, origin, form, difficulty)
     except ChallengeRequestError as exc:
-        return _error(request, 400, exc.code, str(exc), _cors(origin))
+        return fail(400, exc.code, str(exc), _cors(origin))
     resp = web.json_response(issued.to_json())
     resp.headers.update(_cors(origin))
     resp.headers["Cache-Control"] = NO_STORE
     resp.headers["X-Content-Type-Options"] = "nosniff"
-    return resp
+    return resp, ("stepped_up" if difficulty > policy.base else "issued")
