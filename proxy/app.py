@@ -26,10 +26,12 @@ from proxy import metrics, render
 from proxy.clientip import ClientIpResolver, parse_ip
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.forward import downstream_headers, upstream_headers
+from proxy.remote_config import ProjectConfig, RemoteConfig
 from proxy.settings import ProxySettings, Site, compile_sites
 from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.act import NO_STORE
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Forward, Respond
+from proxy.stages.match import ProjectLookup
 from proxy.tokens import TokenSigner, load_or_create_secret
 from rules.challenge import ChallengeSigner, StepUp, challenge_secret
 from rules.counters import Counters, MemoryCounters, RedisCounters
@@ -63,6 +65,7 @@ COUNTERS: web.AppKey[Counters] = web.AppKey("counters")
 ENGINE = web.AppKey("engine", Engine)
 REPORTER: web.AppKey[LogReporter | SpoolReporter] = web.AppKey("reporter")
 PIPELINE: web.AppKey[list[Stage]] = web.AppKey("pipeline")
+REMOTE: web.AppKey[RemoteConfig | None] = web.AppKey("remote_config")
 
 
 class ProxyError(Exception):
@@ -176,6 +179,46 @@ async def _reporter_ctx(app: web.Application) -> AsyncIterator[None]:
     await reporter.close()
 
 
+async def _remote_config_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Pull the project's config from the control API when connected; poll in the background."""
+    pc = app[SETTINGS].proxy
+    link = pc.control_api
+    if not (link.url and link.edge_token):
+        app[REMOTE] = None
+        yield
+        return
+    remote = RemoteConfig(
+        url=link.url, edge_token=link.edge_token, base=app[ENGINE],
+        cache_file=pc.state_dir / f"edge-config-w{app[ROUTING].worker}.json",
+        interval_s=link.config_poll_s, max_backoff_s=link.max_backoff_s, timeout_s=link.timeout_s,
+    )
+    remote.load_cache()
+    app[REMOTE] = remote
+    session = aiohttp.ClientSession()
+    task = asyncio.get_running_loop().create_task(remote.run(session))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await session.close()
+
+
+def _project_lookup(app: web.Application) -> ProjectLookup | None:
+    remote = app[REMOTE]
+    if remote is None:
+        return None
+
+    def project_for(site: Site) -> ProjectConfig | None:
+        # The edge token belongs to one project: its config applies to the sites of that project
+        # (or to every site when a site names no project).
+        current = remote.current
+        if current is None or site.config.project_id not in ("", current.project_id):
+            return None
+        return current
+
+    return project_for
+
+
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PIPELINE] = build_pipeline(
         signer=app[ROUTING].signer,
@@ -184,6 +227,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         reporter=app[REPORTER],
         token_ttl_s=app[SETTINGS].proxy.token_ttl_s,
         challenges=app[ROUTING].challenges,
+        project_for=_project_lookup(app),
     )
     yield
 
@@ -200,7 +244,9 @@ def create_app(
     app[SETTINGS] = settings
     app[ROUTING] = build_routing(settings, worker)
     app[ENGINE] = engine or Engine.from_config(settings.scoring)
-    app.cleanup_ctx.extend([_upstream_ctx, _counters_ctx, _reporter_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend(
+        [_upstream_ctx, _counters_ctx, _reporter_ctx, _remote_config_ctx, _pipeline_ctx]
+    )
     _register_snippet(app)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     app.on_response_prepare.append(_add_hsts)

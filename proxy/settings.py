@@ -330,6 +330,11 @@ class ControlApiLink(_Strict):
     flush_interval_s: float = Field(
         default=1.0, gt=0, description="How often the spool is shipped."
     )
+    config_poll_s: float = Field(
+        default=10.0, gt=0,
+        description="How often the project config is pulled (`GET /v1/edge/config`, ETag: an "
+        "unchanged config costs a 304); the last good one is cached in state_dir.",
+    )
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one batch upload.")
     max_backoff_s: float = Field(
         default=60.0, gt=0, description="Longest pause between failed uploads."

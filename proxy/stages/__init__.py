@@ -12,7 +12,7 @@ from typing import Protocol
 from proxy import metrics
 from proxy.stages.act import Act
 from proxy.stages.flow import Flow, ScorerLike
-from proxy.stages.match import Match
+from proxy.stages.match import Match, ProjectLookup
 from proxy.stages.read import Read
 from proxy.stages.record import Record, Reporter
 from proxy.stages.score import Score
@@ -31,10 +31,11 @@ class Stage(Protocol):
 def build_pipeline(
     *, signer: TokenSigner, counters: Counters, scorer: ScorerLike, reporter: Reporter,
     token_ttl_s: int, challenges: ChallengeSigner | None = None,
+    project_for: ProjectLookup | None = None,
 ) -> list[Stage]:
     """The one place the order of stages is written down."""
     return [
-        Match(),
+        Match(project_for),
         Read(),
         Token(signer, counters, token_ttl_s, challenges),
         Score(scorer),

@@ -44,16 +44,32 @@ class Act:
         block = verdict.decision == "blocked" or no_token
         if failed:
             block = cfg.on_error == "block"
-        if block and form.mode == "enforce":
+        credits = self._credits(flow)
+        if credits is not None:  # out of credits: the project's policy decides, and says so
+            block = flow.project is not None and flow.project.out_of_credits_policy == "block"
+        if block and (flow.mode or form.mode) == "enforce":
             flow.action = "blocked"
             flow.outcome = self._block(flow, verdict)
+            if credits is not None:
+                flow.outcome.headers["X-Activelead-Credits"] = credits
             return
         flow.action = "would_block" if block else ("error_forwarded" if failed else "forwarded")
         own = {flow.site.honeypot, TOKEN_FIELD}
         if flow.site.config.snippet.site_key:  # verified (and used up) here: not the origin's
             own.add(SNIPPET_FIELD)
         body = strip(flow.content_type, flow.body, own)
-        flow.outcome = Forward(body, result_headers(verdict))
+        headers = result_headers(verdict)
+        if credits is not None:
+            headers["X-Activelead-Credits"] = credits
+        flow.outcome = Forward(body, headers)
+
+    @staticmethod
+    def _credits(flow: Flow) -> str | None:
+        """The X-Activelead-Credits value when the project is out of credits, else None."""
+        project = flow.project
+        if project is None or not project.credits_exhausted:
+            return None
+        return f"exhausted; policy={project.out_of_credits_policy}"
 
     @staticmethod
     def _block(flow: Flow, verdict: Verdict) -> Respond:

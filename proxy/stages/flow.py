@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy.formbody import ParsedBody
+from proxy.remote_config import ProjectConfig
 from proxy.settings import Form, Site
 from proxy.tokens import TokenCheck
 from rules.challenge import SnippetCheck
 from rules.config import Thresholds
+from rules.engine import Engine
 from rules.model import Submission, Verdict
 
 
@@ -35,7 +37,8 @@ class ScorerLike(Protocol):
     """What the score stage needs: rules.Scorer, or anything with its `score` coroutine."""
 
     async def score(
-        self, submission: Submission, thresholds: Thresholds | None = None
+        self, submission: Submission, thresholds: Thresholds | None = None,
+        engine: Engine | None = None,
     ) -> Verdict: ...
 
 
@@ -80,6 +83,8 @@ class Flow:
     action: str = ""  # forwarded | blocked | would_block | error_forwarded
     outcome: Respond | Forward | None = None
     passthrough: bool = False  # not a protected request: stream it untouched
+    project: ProjectConfig | None = None  # pulled from the control API, when connected
+    mode: str = ""  # the effective mode: the form's own, else the project's, else the site's
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from proxy.remote_config import ProjectConfig
+from proxy.settings import Site
 from proxy.stages.flow import Flow
+
+ProjectLookup = Callable[[Site], ProjectConfig | None]
 
 
 class Match:
-    """Finds the form for method + path; anything else is passed through untouched."""
+    """Finds the form for method + path; anything else is passed through untouched.
+
+    Also resolves the project config pulled from the control API (if connected): the project's
+    mode applies to forms that do not set their own, so the dashboard can switch a site between
+    enforce and monitor without touching the proxy's file."""
 
     always = False
 
+    def __init__(self, project_for: ProjectLookup | None = None) -> None:
+        self._project_for = project_for
+
     async def __call__(self, flow: Flow) -> None:
         form = flow.site.match(flow.method, flow.path)
-        if form is None or form.mode == "off":
+        if form is None:
             flow.passthrough = True
             return
-        flow.form = form
+        project = self._project_for(flow.site) if self._project_for else None
+        mode = project.mode if project and form.config.mode is None else form.mode
+        if mode == "off":
+            flow.passthrough = True
+            return
+        flow.form, flow.project, flow.mode = form, project, mode

@@ -22,7 +22,7 @@ def make_event(flow: Flow) -> dict[str, Any]:
         "formId": sub.form_id,
         "leadId": sub.lead_id,
         "receivedAt": flow.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "mode": form.mode,
+        "mode": flow.mode or form.mode,
         "action": flow.action,
         "ip": sub.ip,
         "email": sub.email,

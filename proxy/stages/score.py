@@ -41,7 +41,12 @@ class Score:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(cfg.score_timeout_s):
-                flow.verdict = await self._scorer.score(flow.submission, thresholds=cfg.thresholds)
+                project = flow.project
+                flow.verdict = await self._scorer.score(
+                    flow.submission,
+                    thresholds=cfg.thresholds or (project.thresholds if project else None),
+                    engine=project.engine if project else None,
+                )
         except Exception as exc:  # any scoring failure: the form's policy, never a 500
             reason = "timeout" if isinstance(exc, TimeoutError) else "error"
             log.error("scoring failed for %s/%s (%s: %s); on_error=%s", flow.site.id,
