@@ -214,10 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         add_fn(p)
         p.set_defaults(func=run_fn)
-    credits = sub.add_parser("credits", help="prepaid credits").add_subparsers(
-        dest="credits_command", required=True)
+    # control_api.cli defines the `grant` sub-command itself
     add_fn, run_fn = _service("control_api.cli", "add_credits_arguments", "run_credits")
-    p = credits.add_parser("grant", help="grant credits to an account")
+    p = sub.add_parser("credits", help="prepaid credits (grant)")
     add_fn(p)
     p.set_defaults(func=run_fn)
 

@@ -7,6 +7,7 @@ account exists, and spends the same argon2 time either way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import secrets
 from typing import Any
@@ -113,7 +114,14 @@ async def sign_up(request: web.Request) -> web.Response:
     initial = services.settings.initial_credits
 
     def create(conn: Conn) -> tuple[str, str] | None:
-        if conn.execute("SELECT 1 FROM accounts WHERE email = ?", (email,)).fetchone():
+        existing = conn.execute("SELECT id FROM accounts WHERE email = ?", (email,)).fetchone()
+        if existing is not None:
+            # The owner sees in the audit log that someone tried to register their address.
+            audit.record(
+                conn,
+                dataclasses.replace(actor, account_id=existing[0], actor="anonymous"),
+                "signup.duplicate",
+            )
             return None
         now = now_ms()
         conn.execute(
@@ -131,8 +139,11 @@ async def sign_up(request: web.Request) -> web.Response:
 
     started = await services.db.write(create)
     if started is None:
-        # Sign-up cannot hide that an address is taken without e-mail verification; keep the
-        # wording neutral and rely on the per-IP sign-up limit against enumeration.
+        # Sign-up cannot hide that an address is taken without e-mail verification: a success
+        # hands out a working session, which an existing address must never get, so a follow-up
+        # GET /v1/session would tell the cases apart whatever this answer looked like. Keep the
+        # wording neutral, spend the same argon2 time (hashed above), limit per client IP, and
+        # tell the owner through the audit log.
         raise ApiError(409, "signup_failed", "could not create an account with these details")
     token, csrf = started
     response = web.json_response({"account": account_json(account_id, email), "csrfToken": csrf}, status=201)

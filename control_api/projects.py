@@ -17,7 +17,7 @@ from control_api.errors import ApiError, read_json, require_object
 from control_api.sqltypes import Conn, Row
 from control_api.state import SERVICES
 from control_api.util import new_id, now_ms, rfc3339
-from rules.config import ConfigError, ScoringConfig, Thresholds
+from rules.config import FLAGS, ConfigError, ScoringConfig, Thresholds
 
 routes = web.RouteTableDef()
 
@@ -44,6 +44,8 @@ def load_project(conn: Conn, account_id: str, project_id: str) -> Row:
 def scoring_config(row: Row) -> ScoringConfig:
     data = json.loads(row["scoring"])
     data["thresholds"] = {"block": row["block_threshold"], "review": row["review_threshold"]}
+    # feature flags are stored beside the scoring document; the engine applies the known ones
+    data["flags"] = {k: v for k, v in json.loads(row["flags"]).items() if v and k in FLAGS}
     return ScoringConfig.model_validate(data)
 
 
@@ -211,11 +213,13 @@ def validate_patch(body: dict[str, Any], current: Row) -> tuple[dict[str, Any], 
             not isinstance(flags, dict)
             or len(flags) > MAX_FLAGS
             or not all(isinstance(k, str) and len(k) <= 64 and isinstance(v, bool) for k, v in flags.items())
+            or not set(flags) <= set(FLAGS)
         ):
             raise ApiError(
                 400,
                 "invalid_field",
-                f"flags must be an object of at most {MAX_FLAGS} name: true/false pairs",
+                f"flags must be an object of at most {MAX_FLAGS} name: true/false pairs; "
+                f"known flags: {sorted(FLAGS)}",
                 details={"flags": "object of booleans"},
             )
         updates["flags"] = json.dumps(flags, sort_keys=True)

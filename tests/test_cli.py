@@ -140,3 +140,8 @@ def test_oversized_config_is_refused(tmp_path: Path) -> None:
     config.write_text("# " + "x" * (5 * 1024 * 1024))
     result = run("score", "--config", str(config), stdin="")
     assert result.returncode == 2 and b"over 4194304" in result.stderr
+
+
+def test_credits_grant_is_reachable_as_documented() -> None:
+    result = run("credits", "grant", "--help")
+    assert result.returncode == 0 and b"--account" in result.stdout and b"--amount" in result.stdout

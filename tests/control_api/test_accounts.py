@@ -131,6 +131,12 @@ async def test_duplicate_sign_up_is_refused_generically(
                                                    "password": "another password"})
     assert resp.status == 409
     assert (await api_error(resp))["code"] == "signup_failed"
+    # The owner is told, in the audit log, that someone tried to register the address.
+    entries = (await (await client.get("/v1/audit")).json())["entries"]
+    attempt = next(e for e in entries if e["action"] == "signup.duplicate")
+    assert attempt["actor"] == "anonymous" and attempt["ip"] == "127.0.0.1"
+    assert attempt["requestId"] == resp.headers["X-Request-Id"]
+    assert "another password" not in str(entries)
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [

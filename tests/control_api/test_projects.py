@@ -72,3 +72,21 @@ async def test_project_list_create_delete(client: TestClient[Any, Any], owner: A
     for bad in ({"name": ""}, {"name": 5}, {"name": "x" * 201}):
         resp = await client.post("/v1/projects", json=bad, headers=owner.h())
         assert resp.status == 400
+
+
+async def test_flags_reach_ingest_scoring_and_unknown_flags_are_refused(client, owner) -> None:
+    project = await owner.project()
+    key = await owner.key(project["id"])
+    resp = await client.patch(f"/v1/projects/{project['id']}", headers=owner.h(),
+                              json={"flags": {"block_everything": True}})
+    assert resp.status == 400 and "known flags" in (await resp.json())["error"]["message"]
+    body = {"email": "anna@mailinator.com", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) "
+            "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"}
+    auth = {"Authorization": f"Bearer {key}"}
+    before = await (await client.post("/v1/ingest", json=body, headers=auth)).json()
+    assert before["decision"] == "review"
+    resp = await client.patch(f"/v1/projects/{project['id']}", headers=owner.h(),
+                              json={"flags": {"block_disposable_email": True}})
+    assert resp.status == 200, await resp.text()
+    after = await (await client.post("/v1/ingest", json=body, headers=auth)).json()
+    assert (after["decision"], after["score"]) == ("blocked", 100)

@@ -1,39 +1,70 @@
-"""Reporting: durable spool, batched idempotent shipping, outages and crashes lose nothing."""
+"""Reporting: durable spool, batched idempotent shipping to the real control API, outages and
+lost answers lose nothing and charge nothing twice (checked through the control API's own read
+API: `GET /v1/events` and `GET /v1/credits`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.events import Spool
 from tests.proxy.conftest import MakeProxy, site_config
-from tests.proxy.controlapi import BATCHES, CALLS, FAIL, TOKEN, all_events, control_api_app
+from tests.proxy.controlplane import InProcessControlApi, Tenant, provision
+from tests.proxy.faultrelay import FaultRelay
 from tests.services import free_port
 
 SPAM = "email=bot%40mailinator.com&message=hi"
+WIRE_KEYS = {"traceId", "siteId", "projectId", "formId", "leadId", "receivedAt", "mode", "action",
+             "ip", "email", "userAgent", "pageUrl", "verdict", "isTest"}
 
 
-async def post_n(proxy: TestServer, n: int, body: str = SPAM) -> list[int]:
+async def post_n(proxy_port: int, n: int, first: int = 0) -> list[tuple[int, str]]:
+    """POST n spam submissions; (status, trace id) of each, as the visitor sees them."""
     out = []
     async with aiohttp.ClientSession() as s:
-        for i in range(n):
+        for i in range(first, first + n):
             async with s.post(
-                f"http://127.0.0.1:{proxy.port}/contact", data=f"{body}&i={i}",
+                f"http://127.0.0.1:{proxy_port}/contact", data=f"{SPAM}&i={i}",
                 headers={"Host": "site.test",
                          "Content-Type": "application/x-www-form-urlencoded"},
             ) as r:
-                out.append(r.status)
+                out.append((r.status, r.headers.get("X-Activelead-Trace-Id", "")))
     return out
 
 
-def link(url: str, **extra: Any) -> dict[str, Any]:
-    return {"url": url, "edge_token": TOKEN, "flush_interval_s": 0.05, "max_backoff_s": 0.2,
-            "timeout_s": 2, **extra}
+def statuses(results: list[tuple[int, str]]) -> list[int]:
+    return [status for status, _ in results]
+
+
+def traces(results: list[tuple[int, str]]) -> set[str]:
+    ids = {trace for _, trace in results}
+    assert len(ids) == len(results) and "" not in ids, results
+    return ids
+
+
+def link(url: str, edge_token: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "edge_token": edge_token, "flush_interval_s": 0.05,
+            "max_backoff_s": 0.2, "timeout_s": 2, **extra}
+
+
+def site(origin_url: str, tenant: Tenant | None = None, **extra: Any) -> dict[str, Any]:
+    """The test site, reporting to the tenant's project; trace ids on the block response."""
+    project = {"project_id": tenant.project_id} if tenant else {}
+    return site_config(origin_url, result_headers_on_response=True, **project, **extra)
+
+
+def spooled(state_dir: Path) -> int:
+    """Events still in the proxy's spool (open or sealed segments, all workers)."""
+    return sum(len(p.read_bytes().splitlines())
+               for p in (state_dir / "spool").glob("w*/*") if p.suffix in (".open", ".ready"))
 
 
 async def wait_for(predicate: Any, wait_s: float = 10.0) -> None:
@@ -43,51 +74,122 @@ async def wait_for(predicate: Any, wait_s: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+async def control_api(tmp_path: Path) -> AsyncIterator[InProcessControlApi]:
+    api = InProcessControlApi(tmp_path)
+    await api.start()
+    yield api
+    await api.stop()
+
+
+@pytest.fixture
+async def tenant(control_api: InProcessControlApi) -> Tenant:
+    return await provision(control_api.url)
+
+
+@pytest.fixture
+async def relay(control_api: InProcessControlApi) -> AsyncIterator[FaultRelay]:
+    relay = FaultRelay(control_api.port)
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
 async def test_events_are_shipped_in_idempotent_batches(
-    origin: TestServer, make_proxy: MakeProxy
+    origin: TestServer, make_proxy: MakeProxy, tenant: Tenant, relay: FaultRelay,
+    tmp_path: Path,
 ) -> None:
-    api = TestServer(control_api_app(), host="127.0.0.1")
-    await api.start_server()
-    try:
-        proxy = await make_proxy([site_config(str(origin.make_url("")))],
-                                 control_api=link(str(api.make_url("")), batch_max_events=3))
-        assert await post_n(proxy, 7) == [403] * 7
-        await wait_for(lambda: len(all_events(api.app)) == 7)
-        assert len(api.app[BATCHES]) >= 3  # at most 3 events per batch
-        assert all(len(evs) <= 3 for evs in api.app[BATCHES].values())
-        ev = all_events(api.app)[0]
-        assert set(ev) == {"traceId", "siteId", "projectId", "formId", "leadId", "receivedAt",
-                           "mode", "action", "ip", "email", "userAgent", "pageUrl", "verdict",
-                           "isTest"}
-        assert ev["verdict"]["decision"] == "blocked"
-        assert len({e["traceId"] for e in all_events(api.app)}) == 7
-    finally:
-        await api.close()
+    proxy = await make_proxy([site(str(origin.make_url("")), tenant)],
+                             control_api=link(relay.url, tenant.edge_token, batch_max_events=3))
+    results = await post_n(proxy.port, 7)
+    assert statuses(results) == [403] * 7
+    sent = traces(results)
+    await tenant.wait_events(7)
+    await wait_for(lambda: spooled(tmp_path / "state") == 0
+                   and all(ex.status is not None for ex in relay.batches()))
+
+    # On the wire (the relay only passes it on): batches of at most 3, each sent once, keyed by
+    # its batch id, every one answered 200 by the control API.
+    uploads = relay.batches()
+    assert len(uploads) >= 3
+    assert all(ex.status == 200 and not ex.dropped for ex in uploads)
+    assert len(set(relay.keys())) == len(uploads)
+    batches = [ex.json() for ex in uploads]
+    assert [b["batchId"] for b in batches] == relay.keys()
+    assert all(1 <= len(b["events"]) <= 3 for b in batches)
+    ev = batches[0]["events"][0]
+    assert set(ev) == WIRE_KEYS
+    assert ev["verdict"]["decision"] == "blocked"
+    assert {e["traceId"] for b in batches for e in b["events"]} == sent
+
+    # The control API's view: exactly these 7 events, stored and charged once each ...
+    events = await tenant.assert_stored_once(sent)
+    for e in events:
+        assert (e["source"], e["siteId"], e["projectId"], e["formId"]) == (
+            "edge", "shop", tenant.project_id, "contact")
+        assert e["decision"] == "blocked" and e["action"] == "blocked"
+        assert e["email"] == "bot@mailinator.com" and "disposable_email" in e["labels"]
+    # ... with one usage entry per batch, each naming its batch.
+    usage = [e for e in await tenant.ledger() if e["kind"] == "usage"]
+    assert sorted(e["reference"].split(":")[1] for e in usage) == sorted(relay.keys())
+    assert all(-3 <= e["amount"] <= -1 for e in usage)
 
 
 async def test_outage_then_recovery_loses_nothing_and_counts_once(
-    origin: TestServer, make_proxy: MakeProxy
+    origin: TestServer, make_proxy: MakeProxy, control_api: InProcessControlApi, tenant: Tenant,
+    relay: FaultRelay, tmp_path: Path,
 ) -> None:
-    api = TestServer(control_api_app(), host="127.0.0.1")
-    await api.start_server()
-    api.app[FAIL].append(503)
-    try:
-        proxy = await make_proxy([site_config(str(origin.make_url("")))],
-                                 control_api=link(str(api.make_url(""))))
-        await post_n(proxy, 5)
-        await wait_for(lambda: len(api.app[CALLS]) >= 3)  # refused, retried with backoff
-        assert all_events(api.app) == []
-        api.app[FAIL][:] = [599]  # stored, but the answer never arrives
-        await wait_for(lambda: len(api.app[BATCHES]) >= 1)
-        api.app[FAIL].clear()
-        await wait_for(lambda: len(all_events(api.app)) == 5)
-        await asyncio.sleep(0.3)
-        assert len(all_events(api.app)) == 5
-        # the very same batch id was sent again after the lost answer
-        ids = api.app[CALLS]
-        assert len(set(ids)) < len(ids)
-    finally:
-        await api.close()
+    await control_api.stop()  # the real control API goes down
+    proxy = await make_proxy([site(str(origin.make_url("")), tenant)],
+                             control_api=link(relay.url, tenant.edge_token))
+    results = await post_n(proxy.port, 5)
+    assert statuses(results) == [403] * 5
+    sent = traces(results)
+    await wait_for(lambda: len(relay.batches()) >= 3)  # refused, retried with backoff
+    assert all(ex.status is None for ex in relay.log)  # nothing reached a control API
+    assert spooled(tmp_path / "state") == 5  # all kept by the proxy meanwhile
+
+    relay.drop_answers = 1  # it comes back, but its first answer is lost on the way
+    await control_api.start()  # same SQLite file, same port
+    await wait_for(lambda: any(ex.dropped for ex in relay.batches()))
+    lost = next(ex for ex in relay.batches() if ex.dropped)
+    assert lost.status == 200  # the control API did store that batch
+    await tenant.wait_events(5)
+    await wait_for(lambda: spooled(tmp_path / "state") == 0)
+    await asyncio.sleep(0.3)  # any late retry would land now
+    await tenant.assert_stored_once(sent)
+
+    # the very same batch (id and bytes) was sent again after the lost answer, and the control
+    # API answered it from its idempotency record instead of storing it again
+    ids = relay.keys()
+    assert len(set(ids)) < len(ids)
+    uploads = relay.batches()
+    again = [ex for ex in uploads[uploads.index(lost) + 1:] if ex.key == lost.key]
+    assert again and again[0].body == lost.body and again[0].status == 200
+    assert again[0].answer_headers is not None
+    assert again[0].answer_headers.get("idempotent-replayed") == "true"
+
+
+async def test_answers_lost_repeatedly_are_retried_with_the_same_key_and_charged_once(
+    origin: TestServer, make_proxy: MakeProxy, tenant: Tenant, relay: FaultRelay,
+    tmp_path: Path,
+) -> None:
+    relay.drop_answers = 4  # stored four times over, as far as the proxy can tell never
+    proxy = await make_proxy([site(str(origin.make_url("")), tenant)],
+                             control_api=link(relay.url, tenant.edge_token, batch_max_events=2))
+    results = await post_n(proxy.port, 6)
+    assert statuses(results) == [403] * 6
+    await tenant.wait_events(6)
+    await wait_for(lambda: spooled(tmp_path / "state") == 0)
+    await asyncio.sleep(0.3)
+    await tenant.assert_stored_once(traces(results))
+    uploads = relay.batches()
+    dropped = [ex for ex in uploads if ex.dropped]
+    assert len(dropped) == 4 and all(ex.status == 200 for ex in dropped)
+    for ex in dropped:  # each lost answer was followed by a successful resend of that batch
+        assert any(o.key == ex.key and o.status == 200 and not o.dropped for o in uploads)
+    usage = [e for e in await tenant.ledger() if e["kind"] == "usage"]
+    assert len(usage) == len(set(relay.keys()))  # one debit per batch, none per resend
 
 
 async def test_control_api_unreachable_keeps_events_in_spool(
@@ -95,14 +197,29 @@ async def test_control_api_unreachable_keeps_events_in_spool(
 ) -> None:
     port = free_port()
     proxy = await make_proxy([site_config(str(origin.make_url("")))],
-                             control_api=link(f"http://127.0.0.1:{port}"),
+                             control_api=link(f"http://127.0.0.1:{port}", "al_edge_x"),
                              state_dir=str(tmp_path / "s"))
-    await post_n(proxy, 4)
+    await post_n(proxy.port, 4)
     await asyncio.sleep(0.3)
     spool = tmp_path / "s" / "spool" / "w0"
     lines = [ln for p in spool.iterdir() for ln in p.read_bytes().splitlines()]
     assert len(lines) == 4
     assert all(json.loads(ln)["action"] == "blocked" for ln in lines)
+
+
+async def test_standalone_mode_logs_json_lines_and_spools_nothing(
+    origin: TestServer, make_proxy: MakeProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="activelead.events")
+    proxy = await make_proxy([site(str(origin.make_url("")))], state_dir=str(tmp_path / "s"))
+    results = await post_n(proxy.port, 3)
+    assert statuses(results) == [403] * 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "activelead.events"]
+    events = [json.loads(line) for line in lines]
+    assert all("\n" not in line for line in lines)
+    assert {e["traceId"] for e in events} == traces(results)
+    assert all(set(e) == WIRE_KEYS and e["action"] == "blocked" for e in events)
+    assert not (tmp_path / "s" / "spool").exists()
 
 
 def test_spool_recovers_open_segments_after_a_crash(tmp_path: Path) -> None:

@@ -112,52 +112,54 @@ class ControlApi:
         stop(self.proc)
         self.proc = None
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10)
+    def get(self, path: str, api_key: str | None = None) -> httpx.Response:
+        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {api_key or self.api_key}"},
+                         timeout=10)
+
+    def grant(self, email: str, amount: int) -> None:
+        """Add credits to an account through the operator's entry point behind `activelead credits
+        grant` (control_api.cli add_credits_arguments / run_credits). Called directly: the
+        `activelead` CLI currently nests it as `activelead credits grant grant`."""
+        proc = subprocess.run(
+            [sys.executable, "-c",
+             "import argparse, sys; from control_api.cli import add_credits_arguments, run_credits;"
+             "p = argparse.ArgumentParser(); add_credits_arguments(p);"
+             "sys.exit(run_credits(p.parse_args(sys.argv[1:])))",
+             "grant", "--account", email, "--amount", str(amount), "--note", "wordpress tests"],
+            cwd=self.base, env=self.env(), capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"activelead credits grant failed: {proc.stdout}{proc.stderr}")
+
+    def new_project(self, email: str, credits: int) -> tuple[str, str]:
+        """A new account (signed up over HTTP) with `credits` credits, one project and one live
+        API key: returns (api_key, project_id)."""
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            r = c.post("/v1/accounts", json={"email": email, "password": "a long test passphrase"})
+            assert r.status_code == 201, r.text
+            csrf = {"X-CSRF-Token": r.json()["csrfToken"]}
+            r = c.post("/v1/projects", json={"name": email.split("@")[0]}, headers=csrf)
+            assert r.status_code == 201, r.text
+            project_id = r.json()["id"]
+            r = c.post(f"/v1/projects/{project_id}/keys", json={"name": "wordpress", "kind": "live"},
+                       headers=csrf)
+            assert r.status_code == 201, r.text
+            key = r.json()["key"]
+        if credits:
+            self.grant(email, credits)
+        return key, project_id
 
 
 @dataclass
-class WordPress:
-    """A WordPress site in `base`, served by php -S, with its own MariaDB."""
+class MariaDb:
+    """One MariaDB server (no grant tables) in `base`; each WordPress gets its own database."""
 
     base: Path
-    api: ControlApi
-    db_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
-    db_proc: subprocess.Popen[bytes] | None = None
-    web_proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def root(self) -> Path:
-        return self.base / "wordpress"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def debug_log(self) -> Path:
-        return self.base / "php-debug.log"
+    proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        for exe in ("php", "mariadbd", "mariadb-install-db"):
+        for exe in ("mariadbd", "mariadb-install-db", "mariadb"):
             require(exe)
-        if not (WP_SRC / "wp-load.php").exists():
-            raise RuntimeError("Debian's wordpress package is not installed: "
-                               "run scripts/install-wordpress-deps")
-        self._start_mariadb()
-        self._copy_wordpress()
-        self._install()
-        env = dict(os.environ, PHP_CLI_SERVER_WORKERS="4")
-        self.web_proc = spawn([require("php"), "-S", f"127.0.0.1:{self.port}", "-t", str(self.root)],
-                              self.base / "php-server.log", cwd=self.root, env=env)
-        wait_for_port(self.port, timeout_s=20)
-
-    def stop(self) -> None:
-        stop(self.web_proc)
-        stop(self.db_proc)
-
-    def _start_mariadb(self) -> None:
         data = self.base / "mariadb"
         subprocess.run(
             [require("mariadb-install-db"), "--no-defaults", "--user=root", f"--datadir={data}",
@@ -166,19 +168,77 @@ class WordPress:
         )
         # No grant tables: nothing but this test's processes reach 127.0.0.1:port, and it
         # saves creating users. The database lives in a temporary directory.
-        self.db_proc = spawn(
+        self.proc = spawn(
             [require("mariadbd"), "--no-defaults", "--user=root", f"--datadir={data}",
-             f"--port={self.db_port}", "--bind-address=127.0.0.1", f"--socket={self.base / 'mysql.sock'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.base / 'mysql.sock'}",
              "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
              "--innodb-flush-log-at-trx-commit=0", f"--pid-file={self.base / 'mariadb.pid'}"],
             self.base / "mariadb.log",
         )
-        wait_for_port(self.db_port, timeout_s=60)
+        wait_for_port(self.port, timeout_s=60)
+
+    def create_database(self, name: str) -> None:
         subprocess.run(
-            [require("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{self.db_port}", "-uroot",
-             "-e", "CREATE DATABASE wordpress CHARACTER SET utf8mb4"],
+            [require("mariadb"), "--no-defaults", "-h127.0.0.1", f"-P{self.port}", "-uroot",
+             "-e", f"CREATE DATABASE {name} CHARACTER SET utf8mb4"],
             check=True, capture_output=True, timeout=30,
         )
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+
+
+@dataclass
+class WordPress:
+    """A WordPress site in `base`, served by php -S, with its own database in `db`. A multisite
+    install (subdirectories) is set up like the network screen does it, without WP-CLI, and is
+    served through fixtures/router.php (php -S knows no .htaccess rewrites)."""
+
+    base: Path
+    api: ControlApi
+    db: MariaDb
+    db_name: str = "wordpress"
+    multisite: bool = False
+    port: int = field(default_factory=free_port)
+    web_proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.base / "wordpress"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def debug_log(self) -> Path:
+        return self.base / "php-debug.log"
+
+    def start(self) -> None:
+        require("php")
+        if not (WP_SRC / "wp-load.php").exists():
+            raise RuntimeError("Debian's wordpress package is not installed: "
+                               "run scripts/install-wordpress-deps")
+        self.db.create_database(self.db_name)
+        self._copy_wordpress()
+        self._install()
+        if self.multisite:
+            self._install_network()
+        env = dict(os.environ, PHP_CLI_SERVER_WORKERS="4")
+        args = [require("php"), "-S", self.host, "-t", str(self.root)]
+        if self.multisite:
+            args.append(str(HERE / "fixtures" / "router.php"))
+        self.web_proc = spawn(args, self.base / "php-server.log", cwd=self.root, env=env)
+        wait_for_port(self.port, timeout_s=20)
+
+    def stop(self) -> None:
+        stop(self.web_proc)
+        self.web_proc = None
 
     def _copy_wordpress(self) -> None:
         # Debian's tree links wp-config.php and .htaccess into /etc/wordpress: copy the real
@@ -192,10 +252,10 @@ class WordPress:
         shutil.copy(HERE / "fixtures" / "activelead-test-snippet.js", self.root)
         (self.root / "wp-content" / "uploads").mkdir()
         (self.root / "wp-config.php").write_text(f"""<?php
-define( 'DB_NAME', 'wordpress' );
+define( 'DB_NAME', '{self.db_name}' );
 define( 'DB_USER', 'root' );
 define( 'DB_PASSWORD', '' );
-define( 'DB_HOST', '127.0.0.1:{self.db_port}' );
+define( 'DB_HOST', '127.0.0.1:{self.db.port}' );
 define( 'DB_CHARSET', 'utf8mb4' );
 define( 'DB_COLLATE', '' );
 define( 'AUTH_KEY', 'test-auth' ); define( 'SECURE_AUTH_KEY', 'test-secure-auth' );
@@ -213,6 +273,7 @@ define( 'DISABLE_WP_CRON', true );
 define( 'AUTOMATIC_UPDATER_DISABLED', true );
 define( 'WP_HTTP_BLOCK_EXTERNAL', true );
 define( 'FS_METHOD', 'direct' );
+{self._multisite_config()}
 if ( ! defined( 'ABSPATH' ) ) {{
 	define( 'ABSPATH', __DIR__ . '/' );
 }}
@@ -228,18 +289,48 @@ require_once ABSPATH . 'wp-settings.php';
         if "installed" not in out:
             raise RuntimeError(f"WordPress install failed: {out}")
 
-    def php(self, script: Path, env: dict[str, str] | None = None, stdin: str = "") -> str:
-        """Run a PHP script with WP_DIR set (a script requires wp-load.php itself)."""
-        full = dict(os.environ, WP_DIR=str(self.root), HTTP_HOST=f"127.0.0.1:{self.port}", **(env or {}))
+    def _multisite_config(self) -> str:
+        """wp-config.php lines: WP_ALLOW_MULTISITE while the single site is installed, then (once
+        the network tables exist) the MULTISITE constants, switched on by a marker file."""
+        if not self.multisite:
+            return ""
+        return f"""define( 'WP_ALLOW_MULTISITE', true );
+if ( file_exists( __DIR__ . '/.network-installed' ) ) {{
+	define( 'MULTISITE', true );
+	define( 'SUBDOMAIN_INSTALL', false );
+	define( 'DOMAIN_CURRENT_SITE', '{self.host}' );
+	define( 'PATH_CURRENT_SITE', '/' );
+	define( 'SITE_ID_CURRENT_SITE', 1 );
+	define( 'BLOG_ID_CURRENT_SITE', 1 );
+}}"""
+
+    def _install_network(self) -> None:
+        out = self.php(HERE / "fixtures" / "install-network.php", {"ACTIVELEAD_TEST_DOMAIN": self.host})
+        if "network tables" not in out:
+            raise RuntimeError(f"network install failed: {out}")
+        (self.root / ".network-installed").touch()
+        out = self.php(HERE / "fixtures" / "install-network-sites.php", {"ACTIVELEAD_TEST_STEP": "activate"})
+        if "network-activated" not in out:
+            raise RuntimeError(f"network activation failed: {out}")
+        out = self.php(HERE / "fixtures" / "install-network-sites.php", {"ACTIVELEAD_TEST_STEP": "sites"})
+        if "sites [1,2]" not in out:
+            raise RuntimeError(f"network set-up failed: {out}")
+
+    def php(self, script: Path, env: dict[str, str] | None = None, stdin: str = "",
+            path: str = "/") -> str:
+        """Run a PHP script with WP_DIR set (a script requires wp-load.php itself); `path` is the
+        request path WordPress sees (on multisite it picks the site, e.g. "/site2/")."""
+        full = dict(os.environ, WP_DIR=str(self.root), HTTP_HOST=self.host, WP_REQUEST_URI=path, **(env or {}))
         proc = subprocess.run([require("php"), str(script)], input=stdin, env=full, capture_output=True,
                               text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"php {script.name} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
         return proc.stdout
 
-    def eval(self, code: str) -> Any:
-        """Run PHP code inside WordPress (loaded by wp-load.php); returns its `return` value as JSON."""
-        return json.loads(self.php(HERE / "fixtures" / "wp-eval.php", stdin=code))
+    def eval(self, code: str, path: str = "/") -> Any:
+        """Run PHP code inside WordPress (loaded by wp-load.php); returns its `return` value as JSON.
+        On multisite, `path` picks the site ("/site2/")."""
+        return json.loads(self.php(HERE / "fixtures" / "wp-eval.php", stdin=code, path=path))
 
     def set_settings(self, **changes: Any) -> None:
         self.eval("$s = get_option('activelead_settings'); foreach (json_decode('"
@@ -264,14 +355,15 @@ require_once ABSPATH . 'wp-settings.php';
         return c
 
     def post_comment(self, client: httpx.Client, email: str, text: str, author: str = "Jane Reader",
-                     extra: dict[str, str] | None = None) -> httpx.Response:
+                     extra: dict[str, str] | None = None, path: str = "/") -> httpx.Response:
+        """Post a comment on post 1 of the site at `path` ("/site2/" on the multisite)."""
         data = {"comment_post_ID": "1", "author": author, "email": email, "url": "",
                 "comment": text, "submit": "Post Comment", "comment_parent": "0"}
         data.update(extra or {})
-        return client.post("/wp-comments-post.php", data=data,
-                           headers={"Referer": f"{self.url}/?p=1"})
+        return client.post(f"{path}wp-comments-post.php", data=data,
+                           headers={"Referer": f"{self.url}{path}?p=1"})
 
-    def comment_by_text(self, text: str) -> dict[str, Any] | None:
+    def comment_by_text(self, text: str, path: str = "/") -> dict[str, Any] | None:
         """The comment with this content: id, status and the plugin's stored result."""
         result: dict[str, Any] | None = self.eval(
             "$c = get_comments(array('search' => " + php_str(text) + ", 'status' => 'any', 'number' => 1));"
@@ -279,7 +371,7 @@ require_once ABSPATH . 'wp-settings.php';
             "return array('id' => (int) $c->comment_ID, 'status' => wp_get_comment_status($c),"
             " 'result' => get_comment_meta($c->comment_ID, 'activelead_result', true),"
             " 'trace' => get_comment_meta($c->comment_ID, 'activelead_trace_id', true),"
-            " 'feedback' => get_comment_meta($c->comment_ID, 'activelead_feedback', true));")
+            " 'feedback' => get_comment_meta($c->comment_ID, 'activelead_feedback', true));", path=path)
         return result
 
 
@@ -319,3 +411,59 @@ def timed(fn: Any) -> tuple[Any, float]:
     t0 = time.monotonic()
     out = fn()
     return out, time.monotonic() - t0
+
+
+# Everything the plugin could leave behind, as one flat dict: every option of every site
+# ("site<id>:<name>" → value), the comment-meta keys of every site ("site<id>:commentmeta:<key>" →
+# count), user-meta keys ("usermeta:<key>" → count) and, on multisite, network options
+# ("sitemeta:<key>" → value).
+SNAPSHOT_PHP = """
+$activelead_snapshot = function () {
+    global $wpdb;
+    $out = array();
+    $ids = is_multisite() ? get_sites(array('fields' => 'ids', 'number' => 0)) : array(get_current_blog_id());
+    foreach ($ids as $id) {
+        if (is_multisite()) { switch_to_blog($id); }
+        foreach ($wpdb->get_results("SELECT option_name, option_value FROM {$wpdb->options}", ARRAY_A) as $row) {
+            $out["site$id:" . $row['option_name']] = $row['option_value'];
+        }
+        foreach ($wpdb->get_results("SELECT meta_key, COUNT(*) AS n FROM {$wpdb->commentmeta} GROUP BY meta_key", ARRAY_A) as $row) {
+            $out["site$id:commentmeta:" . $row['meta_key']] = $row['n'];
+        }
+        if (is_multisite()) { restore_current_blog(); }
+    }
+    foreach ($wpdb->get_results("SELECT meta_key, COUNT(*) AS n FROM {$wpdb->usermeta} GROUP BY meta_key", ARRAY_A) as $row) {
+        $out['usermeta:' . $row['meta_key']] = $row['n'];
+    }
+    if (is_multisite()) {
+        foreach ($wpdb->get_results("SELECT meta_key, meta_value FROM {$wpdb->sitemeta}", ARRAY_A) as $row) {
+            $out['sitemeta:' . $row['meta_key']] = $row['meta_value'];
+        }
+    }
+    return $out;
+};
+"""
+
+
+def uninstall_plugin(site: WordPress) -> dict[str, Any]:
+    """Uninstall the plugin the way Plugins → Delete does: deactivate it (network-wide on
+    multisite) in one request, then, in a new one without the plugin loaded, uninstall_plugin()
+    (which defines WP_UNINSTALL_PLUGIN and includes uninstall.php). Returns the snapshots taken
+    right before and after uninstall.php, and whether the plugin was loaded then. The caller
+    re-activates the plugin (reactivate_plugin)."""
+    site.eval("require_once ABSPATH . 'wp-admin/includes/plugin.php';"
+              "deactivate_plugins('activelead/activelead.php', false, is_multisite()); return true;")
+    result: dict[str, Any] = site.eval(
+        SNAPSHOT_PHP + "require_once ABSPATH . 'wp-admin/includes/plugin.php';"
+        "$loaded = class_exists('Activelead', false);"
+        "$before = $activelead_snapshot(); uninstall_plugin('activelead/activelead.php');"
+        "return array('loaded' => $loaded, 'defined' => defined('WP_UNINSTALL_PLUGIN'),"
+        " 'before' => $before, 'after' => $activelead_snapshot());")
+    return result
+
+
+def reactivate_plugin(site: WordPress) -> None:
+    ok = site.eval("require_once ABSPATH . 'wp-admin/includes/plugin.php';"
+                   "return activate_plugin('activelead/activelead.php', '', is_multisite()) === null;")
+    if ok is not True:
+        raise RuntimeError("could not re-activate the plugin after uninstalling it")

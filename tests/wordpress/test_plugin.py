@@ -266,3 +266,21 @@ def test_privacy_exporter_and_eraser(wp: WordPress) -> None:
     assert wp.comment_by_text(text)["result"] == ""  # type: ignore[index]
     exporters = wp.eval("return array_keys(apply_filters('wp_privacy_personal_data_exporters', array()));")
     assert "activelead" in exporters
+
+
+@pytest.mark.parametrize(("credits", "notice"), [(5, "credits are running low (5 left)"),
+                                                  (0, "your credits are used up")])
+def test_low_credit_notice_on_the_dashboard(wp: WordPress, control_api: ControlApi,
+                                            credits: int, notice: str) -> None:
+    # The demo project has plenty of credits: no credit notice.
+    page = wp.admin().get("/wp-admin/index.php").text
+    assert "Activelead today" in page
+    assert "running low" not in page and "used up" not in page
+    # A project of an account holding fewer credits than the control API's low_credit_threshold
+    # (100): the dashboard asks for the balance (GET /v1/credits) and shows the notice.
+    key, _ = control_api.new_project(f"low{credits}-{uuid.uuid4().hex[:8]}@example.org", credits=credits)
+    assert control_api.get("/v1/credits", api_key=key).json()["low"] is True
+    wp.set_settings(api_key=key)
+    page = wp.admin().get("/wp-admin/index.php").text
+    assert notice in page, page[:3000]
+    assert wp.eval("return get_option('activelead_status')['credits'];") == credits

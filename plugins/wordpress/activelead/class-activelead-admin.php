@@ -20,6 +20,16 @@ class Activelead_Admin {
 	const CAPABILITY = 'manage_options';
 
 	/**
+	 * Seconds between two credit-balance look-ups from the admin screens.
+	 */
+	const CREDITS_TTL = 3600;
+
+	/**
+	 * Transient set while the last credit-balance look-up is fresh.
+	 */
+	const CREDITS_TRANSIENT = 'activelead_credits_checked';
+
+	/**
 	 * Whether init() ran.
 	 *
 	 * @var bool
@@ -42,6 +52,9 @@ class Activelead_Admin {
 		add_action( 'network_admin_edit_activelead_network', array( __CLASS__, 'save_network_settings' ) );
 		add_action( 'admin_post_activelead_test_connection', array( __CLASS__, 'test_connection' ) );
 		add_action( 'admin_notices', array( __CLASS__, 'notices' ) );
+		add_action( 'load-index.php', array( __CLASS__, 'maybe_refresh_credits' ) );
+		add_action( 'update_option_' . Activelead_Settings::OPTION, array( __CLASS__, 'settings_updated' ), 10, 2 );
+		add_action( 'load-settings_page_' . self::PAGE, array( __CLASS__, 'maybe_refresh_credits' ) );
 		add_action( 'wp_dashboard_setup', array( __CLASS__, 'add_dashboard_widget' ) );
 		add_filter( 'manage_edit-comments_columns', array( __CLASS__, 'comment_columns' ) );
 		add_action( 'manage_comments_custom_column', array( __CLASS__, 'comment_column' ), 10, 2 );
@@ -103,8 +116,10 @@ class Activelead_Admin {
 		if ( ! current_user_can( self::CAPABILITY ) ) {
 			wp_die( esc_html__( 'Sorry, you are not allowed to manage these settings.', 'activelead' ), 403 );
 		}
-		$settings = Activelead_Settings::all();
-		$status   = get_option( Activelead_Settings::STATUS_OPTION, array() );
+		$settings   = Activelead_Settings::all();
+		$own        = Activelead_Settings::site_option();
+		$connection = Activelead_Settings::connection();
+		$status     = get_option( Activelead_Settings::STATUS_OPTION, array() );
 		$test     = get_transient( 'activelead_test_' . get_current_user_id() );
 		if ( false !== $test ) {
 			delete_transient( 'activelead_test_' . get_current_user_id() );
@@ -184,6 +199,49 @@ class Activelead_Admin {
 		);
 		wp_safe_redirect( admin_url( 'options-general.php?page=' . self::PAGE ) );
 		exit;
+	}
+
+	/**
+	 * On the dashboard and the settings page, ask the service for the credit balance when the last
+	 * answer for the current key is older than CREDITS_TTL (one bounded GET /v1/credits), so the low-credit notice
+	 * shows before the credits run out rather than only after a 402.
+	 *
+	 * @return void
+	 */
+	public static function maybe_refresh_credits() {
+		if ( ! current_user_can( self::CAPABILITY ) ) {
+			return;
+		}
+		$client = new Activelead_Client();
+		// Fresh for this key and URL (a new site key, network key or constant asks again at once).
+		$connection = Activelead_Settings::connection();
+		$for        = md5( $connection['api_url'] . '|' . $connection['api_key'] );
+		if ( ! $client->configured() || get_transient( self::CREDITS_TRANSIENT ) === $for ) {
+			return;
+		}
+		// Throttled whether or not the call works: a down service costs one timeout an hour here.
+		set_transient( self::CREDITS_TRANSIENT, $for, self::CREDITS_TTL );
+		$client->credits(); // The client remembers the balance in the status option.
+	}
+
+	/**
+	 * A new key or service URL makes the remembered service state (key refused, last error,
+	 * balance) stale: forget it.
+	 *
+	 * @param mixed $old_value Previous option value.
+	 * @param mixed $value     New option value.
+	 * @return void
+	 */
+	public static function settings_updated( $old_value, $value ) {
+		$old = is_array( $old_value ) ? $old_value : array();
+		$new = is_array( $value ) ? $value : array();
+		foreach ( array( 'api_key', 'api_url' ) as $key ) {
+			if ( ( isset( $old[ $key ] ) ? $old[ $key ] : '' ) !== ( isset( $new[ $key ] ) ? $new[ $key ] : '' ) ) {
+				delete_option( Activelead_Settings::STATUS_OPTION );
+				delete_transient( self::CREDITS_TRANSIENT );
+				return;
+			}
+		}
 	}
 
 	/**

@@ -59,43 +59,104 @@ class Activelead_Settings {
 			'trusted_proxies' => '',
 			'snippet_url'     => '',
 			'site_key'        => '',
-			'network_wide'    => false,
 		);
 	}
 
 	/**
-	 * The effective settings: defaults < network-wide settings (multisite, when the network admin
-	 * turned them on) < this site's option < constants in wp-config.php.
+	 * The effective settings: defaults < this site's option < constants in wp-config.php, with
+	 * the API key and the service URL always taken together from one place (see connection()).
 	 *
 	 * @return array<string, mixed>
 	 */
 	public static function all() {
 		$settings = self::defaults();
-		$site     = get_option( self::OPTION, array() );
-		if ( is_multisite() ) {
-			$network = get_site_option( self::NETWORK_OPTION, array() );
-			if ( is_array( $network ) && ! empty( $network['network_wide'] ) ) {
-				// The network's key and URL win over the site's: that is what "network-wide" means.
-				$site = array_merge( is_array( $site ) ? $site : array(), array_intersect_key( $network, array_flip( array( 'api_key', 'api_url' ) ) ) );
-			} elseif ( is_array( $network ) ) {
-				$settings = array_merge( $settings, array_intersect_key( $network, array_flip( array( 'api_key', 'api_url' ) ) ) );
+		$site     = self::site_option();
+		foreach ( $site as $key => $value ) {
+			if ( array_key_exists( $key, $settings ) && ! in_array( $key, array( 'api_key', 'api_url' ), true ) ) {
+				$settings[ $key ] = $value;
 			}
 		}
-		if ( is_array( $site ) ) {
-			foreach ( $site as $key => $value ) {
-				if ( array_key_exists( $key, $settings ) && ( '' !== $value || ! in_array( $key, array( 'api_key', 'api_url' ), true ) ) ) {
-					$settings[ $key ] = $value;
-				}
-			}
-			$settings['integrations'] = array_merge( self::defaults()['integrations'], is_array( $settings['integrations'] ) ? $settings['integrations'] : array() );
+		$settings['integrations'] = array_merge( self::defaults()['integrations'], is_array( $settings['integrations'] ) ? $settings['integrations'] : array() );
+		$connection               = self::connection();
+		$settings['api_key']      = $connection['api_key'];
+		$settings['api_url']      = $connection['api_url'];
+		return $settings;
+	}
+
+	/**
+	 * This site's stored option (an array, possibly empty).
+	 *
+	 * @return array<string, mixed>
+	 */
+	public static function site_option() {
+		$site = get_option( self::OPTION, array() );
+		return is_array( $site ) ? $site : array();
+	}
+
+	/**
+	 * The network settings (multisite): api_key, api_url, network_wide; empty values otherwise.
+	 *
+	 * @return array{api_key: string, api_url: string, network_wide: bool}
+	 */
+	public static function network_option() {
+		$network = is_multisite() ? get_site_option( self::NETWORK_OPTION, array() ) : array();
+		$network = is_array( $network ) ? $network : array();
+		return array(
+			'api_key'      => isset( $network['api_key'] ) ? (string) $network['api_key'] : '',
+			'api_url'      => isset( $network['api_url'] ) ? (string) $network['api_url'] : '',
+			'network_wide' => ! empty( $network['network_wide'] ),
+		);
+	}
+
+	/**
+	 * Which key this site uses, and where it comes from. A key and its service URL always come
+	 * from the same place, in this order:
+	 * 1. `constant`: ACTIVELEAD_API_KEY (and ACTIVELEAD_API_URL) in wp-config.php;
+	 * 2. `network`: the network's key when the network admin ticked "use on every site";
+	 * 3. `site`: this site's own key;
+	 * 4. `network`: the network's key as the default of a site without its own;
+	 * 5. `none`: no key (nothing is checked).
+	 * An empty URL means the default one.
+	 *
+	 * @return array{api_key: string, api_url: string, source: string}
+	 */
+	public static function connection() {
+		$site    = self::site_option();
+		$network = self::network_option();
+		$default = self::defaults()['api_url'];
+		$own_key = isset( $site['api_key'] ) ? (string) $site['api_key'] : '';
+		$own_url = isset( $site['api_url'] ) ? (string) $site['api_url'] : '';
+		if ( '' !== $network['api_key'] && ( $network['network_wide'] || '' === $own_key ) ) {
+			$out = array(
+				'api_key' => $network['api_key'],
+				'api_url' => '' !== $network['api_url'] ? $network['api_url'] : $default,
+				'source'  => 'network',
+			);
+		} else {
+			$out = array(
+				'api_key' => $own_key,
+				'api_url' => '' !== $own_url ? $own_url : $default,
+				'source'  => '' !== $own_key ? 'site' : 'none',
+			);
 		}
 		if ( defined( 'ACTIVELEAD_API_KEY' ) && is_string( ACTIVELEAD_API_KEY ) ) {
-			$settings['api_key'] = ACTIVELEAD_API_KEY;
+			$out['api_key'] = ACTIVELEAD_API_KEY;
+			$out['source']  = 'constant';
 		}
 		if ( defined( 'ACTIVELEAD_API_URL' ) && is_string( ACTIVELEAD_API_URL ) ) {
-			$settings['api_url'] = ACTIVELEAD_API_URL;
+			$out['api_url'] = ACTIVELEAD_API_URL;
 		}
-		return $settings;
+		return $out;
+	}
+
+	/**
+	 * Whether the network admin fixed the key of every site (the site's key fields are hidden).
+	 *
+	 * @return bool
+	 */
+	public static function network_enforced() {
+		$network = self::network_option();
+		return $network['network_wide'] && '' !== $network['api_key'];
 	}
 
 	/**
@@ -162,9 +223,12 @@ class Activelead_Settings {
 			}
 		}
 		if ( isset( $input['api_url'] ) && ! self::is_constant( 'api_url' ) ) {
-			$url = esc_url_raw( trim( wp_unslash( $input['api_url'] ) ), array( 'http', 'https' ) );
+			$raw  = trim( (string) wp_unslash( $input['api_url'] ) );
+			$url  = esc_url_raw( $raw, array( 'http', 'https' ) );
 			$host = '' === $url ? '' : wp_parse_url( $url, PHP_URL_HOST );
-			if ( is_string( $host ) && '' !== $host ) {
+			if ( '' === $raw ) {
+				$out['api_url'] = ''; // The default URL (or, without an own key, the network's).
+			} elseif ( is_string( $host ) && '' !== $host ) {
 				$out['api_url'] = untrailingslashit( $url );
 			} else {
 				add_settings_error( self::OPTION, 'activelead_api_url', __( 'The service URL must be an http:// or https:// URL.', 'activelead' ) );

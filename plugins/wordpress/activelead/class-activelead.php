@@ -54,7 +54,8 @@ class Activelead {
 		self::$initiated = true;
 
 		add_action( 'init', array( __CLASS__, 'load_textdomain' ) );
-		add_action( 'wp_initialize_site', array( __CLASS__, 'initialize_site' ) );
+		// After core's own wp_initialize_site (priority 10), which creates the new site's tables.
+		add_action( 'wp_initialize_site', array( __CLASS__, 'initialize_site' ), 100 );
 
 		// Honeypot and snippet on protected forms: no nonce or per-visitor value, so cached pages keep working.
 		add_action( 'comment_form_after_fields', array( __CLASS__, 'render_honeypot' ) );
@@ -112,7 +113,12 @@ class Activelead {
 	 */
 	public static function activate( $network_wide = false ) {
 		if ( is_multisite() && $network_wide ) {
-			foreach ( get_sites( array( 'fields' => 'ids' ) ) as $site_id ) {
+			foreach ( get_sites(
+				array(
+					'fields' => 'ids',
+					'number' => 0,
+				)
+			) as $site_id ) {
 				switch_to_blog( (int) $site_id );
 				self::add_default_options();
 				restore_current_blog();
@@ -624,7 +630,17 @@ class Activelead {
 	}
 
 	/**
-	 * Optional login protection (after the password check, so only real accounts cost a call).
+	 * Optional login protection, on `wp_authenticate_user`: WordPress has found the account named
+	 * in the form and has not checked the password yet.
+	 *
+	 * - Unknown user names never get here (WordPress refuses them without a call).
+	 * - "Administrators are never blocked" is decided on the account being logged into, before
+	 *   the password is known: an attempt on an account that can `moderate_comments` or
+	 *   `edit_others_posts` is not scored at all, whoever makes it, so a false positive can never
+	 *   lock out the people who can change the settings. Those accounts rely on their password
+	 *   (and on whatever else limits login attempts).
+	 * - Every other account's attempt is scored before the password check and a blocked attempt
+	 *   is refused whatever the password: a bot learns nothing about the password from the answer.
 	 *
 	 * @param WP_User|WP_Error $user     The user, or an error.
 	 * @param string           $password Password (unused).
@@ -635,7 +651,7 @@ class Activelead {
 		if ( ! Activelead_Settings::enabled( 'login' ) || ! ( $user instanceof WP_User ) ) {
 			return $user;
 		}
-		if ( user_can( $user, 'moderate_comments' ) || user_can( $user, 'edit_others_posts' ) ) {
+		if ( self::is_privileged_account( $user ) ) {
 			return $user;
 		}
 		$result = self::check(
@@ -647,9 +663,29 @@ class Activelead {
 			)
 		);
 		if ( 'block' === $result['action'] ) {
-			return new WP_Error( 'activelead_blocked', '<strong>' . esc_html__( 'Error:', 'activelead' ) . '</strong> ' . esc_html( self::blocked_message() ) );
+			return new WP_Error( 'activelead_blocked', '<strong>' . esc_html__( 'Error:', 'activelead' ) . '</strong> ' . esc_html( self::login_blocked_message() ) );
 		}
 		return $user;
+	}
+
+	/**
+	 * Whether an account is one the login protection never checks (administrators, editors; on
+	 * multisite also super admins).
+	 *
+	 * @param WP_User $user The account.
+	 * @return bool
+	 */
+	public static function is_privileged_account( WP_User $user ) {
+		return is_super_admin( $user->ID ) || user_can( $user, 'moderate_comments' ) || user_can( $user, 'edit_others_posts' );
+	}
+
+	/**
+	 * The text shown when a login attempt is refused.
+	 *
+	 * @return string
+	 */
+	public static function login_blocked_message() {
+		return __( 'This login attempt looks automated and was refused by the site\'s spam protection. If you are a person, try again from another network or contact the site\'s administrator.', 'activelead' );
 	}
 
 	/**

@@ -1,6 +1,7 @@
 <?php
 /**
- * Uninstall: remove the plugin's options (on every site of a network) and its comment meta.
+ * Uninstall: remove the plugin's options and transients (on every site of a network), its network
+ * option, and its comment and user meta. Runs without the plugin loaded.
  *
  * @package Activelead
  */
@@ -15,8 +16,17 @@ if ( ! defined( 'WP_UNINSTALL_PLUGIN' ) ) {
  * @return void
  */
 function activelead_uninstall_site() {
+	global $wpdb;
 	foreach ( array( 'activelead_settings', 'activelead_status', 'activelead_stats' ) as $activelead_option ) {
 		delete_option( $activelead_option );
+	}
+	delete_transient( 'activelead_credits_checked' );
+	// "Test connection" results, one transient per user (activelead_test_<user id>).
+	$activelead_transients = $wpdb->get_col( // phpcs:ignore WordPress.DB.DirectDatabaseQuery -- uninstall, once.
+		$wpdb->prepare( "SELECT option_name FROM {$wpdb->options} WHERE option_name LIKE %s", $wpdb->esc_like( '_transient_activelead_test_' ) . '%' )
+	);
+	foreach ( $activelead_transients as $activelead_transient ) {
+		delete_transient( substr( $activelead_transient, strlen( '_transient_' ) ) );
 	}
 	foreach ( array( 'activelead_result', 'activelead_trace_id', 'activelead_feedback' ) as $activelead_meta ) {
 		delete_metadata( 'comment', 0, $activelead_meta, '', true );
@@ -25,7 +35,12 @@ function activelead_uninstall_site() {
 }
 
 if ( is_multisite() ) {
-	foreach ( get_sites( array( 'fields' => 'ids' ) ) as $activelead_site_id ) {
+	foreach ( get_sites(
+		array(
+			'fields' => 'ids',
+			'number' => 0,
+		)
+	) as $activelead_site_id ) {
 		switch_to_blog( (int) $activelead_site_id );
 		activelead_uninstall_site();
 		restore_current_blog();

@@ -1,7 +1,9 @@
 <?php
 /**
- * Settings → Activelead. Variables: $settings (effective settings), $status (last service
- * state), $test (result of "Test connection" or false).
+ * Settings → Activelead. Variables: $settings (effective settings), $own (this site's stored
+ * option: the key fields show only the site's own key, never the network's), $connection
+ * (Activelead_Settings::connection()), $status (last service state), $test (result of "Test
+ * connection" or false).
  *
  * @package Activelead
  */
@@ -13,7 +15,7 @@ $activelead_name   = Activelead_Settings::OPTION;
 $activelead_labels = array(
 	'comments'     => __( 'Comments', 'activelead' ),
 	'registration' => __( 'Registration', 'activelead' ),
-	'login'        => __( 'Login (checks real accounts after the password)', 'activelead' ),
+	'login'        => __( 'Login (existing accounts, checked before the password; administrators and editors never)', 'activelead' ),
 	'lostpassword' => __( 'Lost password', 'activelead' ),
 	'cf7'          => __( 'Contact Form 7', 'activelead' ),
 	'wpforms'      => __( 'WPForms', 'activelead' ),
@@ -56,9 +58,14 @@ $activelead_labels = array(
 				<td>
 					<?php if ( Activelead_Settings::is_constant( 'api_key' ) ) : ?>
 						<p class="activelead-constant"><?php esc_html_e( 'Set by ACTIVELEAD_API_KEY in wp-config.php.', 'activelead' ); ?></p>
+					<?php elseif ( Activelead_Settings::network_enforced() ) : ?>
+						<p class="activelead-network-key"><?php esc_html_e( 'Set by the network administrator for every site of the network.', 'activelead' ); ?></p>
 					<?php else : ?>
-						<input type="password" autocomplete="off" class="regular-text code" id="activelead_api_key" name="<?php echo esc_attr( $activelead_name ); ?>[api_key]" value="<?php echo esc_attr( (string) $settings['api_key'] ); ?>" />
+						<input type="password" autocomplete="off" class="regular-text code" id="activelead_api_key" name="<?php echo esc_attr( $activelead_name ); ?>[api_key]" value="<?php echo esc_attr( isset( $own['api_key'] ) ? (string) $own['api_key'] : '' ); ?>" />
 						<p class="description"><?php esc_html_e( 'An API key of your Activelead project (al_live_…).', 'activelead' ); ?></p>
+						<?php if ( 'network' === $connection['source'] ) : ?>
+							<p class="description activelead-network-default"><?php esc_html_e( 'This site has no key of its own: the network\'s key is used.', 'activelead' ); ?></p>
+						<?php endif; ?>
 					<?php endif; ?>
 				</td>
 			</tr>
@@ -67,8 +74,10 @@ $activelead_labels = array(
 				<td>
 					<?php if ( Activelead_Settings::is_constant( 'api_url' ) ) : ?>
 						<p class="activelead-constant"><?php esc_html_e( 'Set by ACTIVELEAD_API_URL in wp-config.php.', 'activelead' ); ?></p>
+					<?php elseif ( Activelead_Settings::network_enforced() ) : ?>
+						<p class="activelead-network-key"><code><?php echo esc_html( (string) $settings['api_url'] ); ?></code></p>
 					<?php else : ?>
-						<input type="url" class="regular-text code" id="activelead_api_url" name="<?php echo esc_attr( $activelead_name ); ?>[api_url]" value="<?php echo esc_attr( (string) $settings['api_url'] ); ?>" />
+						<input type="url" class="regular-text code" id="activelead_api_url" name="<?php echo esc_attr( $activelead_name ); ?>[api_url]" value="<?php echo esc_attr( isset( $own['api_url'] ) ? (string) $own['api_url'] : '' ); ?>" placeholder="<?php echo esc_attr( (string) $settings['api_url'] ); ?>" />
 					<?php endif; ?>
 				</td>
 			</tr>
