@@ -240,11 +240,30 @@ class SpoolReporter:
                     if not 200 <= resp.status < 300:
                         text = (await resp.text())[:200]
                         raise ShipError(f"HTTP {resp.status} for batch {batch_id}: {text}")
+                    answer = await resp.json(content_type=None)
+                refused = answer.get("rejected") if isinstance(answer, dict) else None
+                if refused:
+                    self._dead_letter(path, batch_id, events, refused)
                 log.info("shipped batch %s (%d events, %.0f ms)", batch_id, len(events),
                          (time.monotonic() - started) * 1000)
             path.unlink()
             self.shipped += len(events)
             metrics.SPOOL_DEPTH.dec(len(events))
+
+
+    def _dead_letter(self, path: Path, batch_id: str, events: list[Any],
+                     refused: list[Any]) -> None:
+        """Events the control API refused inside a 2xx answer (e.g. a project mismatch): retrying
+        cannot help, so keep them in `rejected/` beside the spool and say so loudly."""
+        target = path.parent.parent / "rejected"
+        target.mkdir(parents=True, exist_ok=True)
+        with (target / f"{batch_id}.jsonl").open("a", encoding="utf-8") as fh:
+            for item in refused:
+                index = item.get("index") if isinstance(item, dict) else None
+                event = events[index] if isinstance(index, int) and 0 <= index < len(events) else None
+                fh.write(json.dumps({"refused": item, "event": event}) + "\n")
+        log.error("control API refused %d event(s) of batch %s (kept in %s): %s", len(refused),
+                  batch_id, target, json.dumps(refused)[:300])
 
 
 class ShipError(Exception):
