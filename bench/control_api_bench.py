@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,11 @@ from typing import Any
 
 import aiohttp
 
+# the repository root, for the tests' own port helpers (free_port, wait_for_port)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.services import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 BODY = {
     "email": "jane.doe@example.org",
@@ -49,10 +51,6 @@ VERDICT = {"traceId": "tr_0123456789abcdef01234567", "score": 0, "decision": "al
            "isTest": False}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -61,15 +59,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening")
 
 
 def serve_baseline(port: int) -> None:
@@ -246,7 +235,7 @@ def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
     proc = subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_port(port)
+    wait_for_port(port, timeout_s=30.0)
     return proc, port, demo
 
 
@@ -300,7 +289,7 @@ def main() -> int:
     edges: dict[str, list[tuple[float, float]]] = {}
     pg: Any = None
     try:
-        wait_port(base_port)
+        wait_for_port(base_port, timeout_s=30.0)
         targets = [("SQLite", "sqlite")]
         if args.postgres:
             from tests.control_api.pgserver import PostgresServer

@@ -17,32 +17,21 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+# the repository root, for the tests' own port helpers (free_port, wait_for_port)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POST_BODY = "email=jane.doe%40example.org&name=Jane+Doe&message=Hello%2C+a+quote+for+3+chairs."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 class Procs:
@@ -156,11 +145,11 @@ def main() -> int:
     location / {{ return 200 "hello from the origin\\n"; }} }}""")
         procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], args.load_cpus,
                     work / "origin.log")
-        wait_port(origin_port)
+        wait_for_port(origin_port, timeout_s=30.0)
         redis_port = free_port()
         procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                      "--save", "", "--appendonly", "no"], args.load_cpus, work / "redis.log")
-        wait_port(redis_port)
+        wait_for_port(redis_port, timeout_s=30.0)
 
         def run(name: str, port: int, path: str, post: bool, host: str = "site.test",
                 connections: int = args.connections) -> None:
@@ -185,7 +174,7 @@ def main() -> int:
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}""")
         p = procs.start([nginx, "-c", str(conf), "-p", str(work / "proxy")], args.proxy_cpus,
                         work / "nginx.log")
-        wait_port(nginx_port)
+        wait_for_port(nginx_port, timeout_s=30.0)
         run("nginx (1 worker) GET", nginx_port, "/", False)
         run("nginx (1 worker) POST", nginx_port, "/contact", True)
         procs.stop(p)
@@ -197,7 +186,7 @@ def main() -> int:
                              "--listen-host", "127.0.0.1", "-q",
                              "--set", f"confdir={work / 'mitm'}"], args.proxy_cpus,
                             work / "mitm.log")
-            wait_port(mitm_port)
+            wait_for_port(mitm_port, timeout_s=30.0)
             run("mitmproxy reverse GET", mitm_port, "/", False)
             procs.stop(p)
 
@@ -221,7 +210,7 @@ def main() -> int:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             p = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)], cpus,
                             work / f"activelead-{workers}.log", env=env)
-            wait_port(port)
+            wait_for_port(port, timeout_s=30.0)
             label = f"activelead ({workers} worker{'s' if workers > 1 else ''})"
             run(f"{label} GET pass-through", port, "/", False)
             if workers == 1:
