@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from proxy import metrics
 
@@ -38,7 +39,7 @@ class LogReporter:
     """Standalone mode: every event is one JSON line on the `activelead.events` logger."""
 
     def emit(self, event: Mapping[str, Any]) -> None:
-        event_log.info(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        event_log.info(orjson.dumps(event).decode())
 
     async def start(self) -> None:
         return None
@@ -78,7 +79,7 @@ class Spool:
         return moved
 
     def append(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
         if self._fd is None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             self._path = self.dir / f"b_{stamp}_{secrets.token_hex(6)}.open"
@@ -136,7 +137,7 @@ class Spool:
         events = []
         for raw in path.read_bytes().splitlines():
             try:
-                events.append(json.loads(raw))
+                events.append(orjson.loads(raw))
             except ValueError:  # a line torn by a power cut: the rest of the batch still ships
                 log.error("skipping a corrupt line in %s", path.name)
         return events
@@ -234,8 +235,9 @@ class SpoolReporter:
                 started = time.monotonic()
                 async with self._session.post(
                     self._endpoint,
-                    json={"batchId": batch_id, "events": events},
-                    headers={"Authorization": self._auth, "Idempotency-Key": batch_id},
+                    data=orjson.dumps({"batchId": batch_id, "events": events}),
+                    headers={"Authorization": self._auth, "Idempotency-Key": batch_id,
+                             "Content-Type": "application/json"},
                 ) as resp:
                     if not 200 <= resp.status < 300:
                         text = (await resp.text())[:200]

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import pytest
+import redis.asyncio as redis
 
 from rules import MemoryCounters, RedisCounters
 from rules.counters import _sliding
@@ -48,25 +49,24 @@ async def test_redis_counts_shared_between_instances(redis: RedisServer) -> None
         await b.close()
 
 
-async def test_redis_batches_one_pipeline_per_tick(redis: RedisServer) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
-    c = RedisCounters(redis.url, prefix=prefix)
-    calls = 0
-    original = c._redis.pipeline
+async def test_redis_batches_one_command_per_tick(redis_own: RedisServer) -> None:
+    c = RedisCounters(redis_own.url, prefix="t:")
+    probe = redis.Redis.from_url(redis_own.url)
 
-    def counting_pipeline(*args, **kwargs):  # count round trips, not a mock: the real pipeline runs
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)
-
-    c._redis.pipeline = counting_pipeline  # type: ignore[method-assign]
     try:
+        await c.hit([("warm", 60)])  # loads the script once
+        stats = await probe.info("commandstats")
+        before = stats["cmdstat_evalsha"]["calls"], stats["cmdstat_incr"]["calls"]
         results = await asyncio.gather(*(c.hit([("form:f", 60), (f"ip:{i}", 60)])
                                          for i in range(200)))
-        assert calls == 1
-        assert sorted(r[0] for r in results)[-1] == 200
+        stats = await probe.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] - before[0] == 1  # one command for the tick
+        assert stats["cmdstat_incr"]["calls"] - before[1] == 400  # 200 requests x 2 counters
+        assert sorted(r[0] for r in results) == list(range(1, 201))
+        assert all(r[1] == 1 for r in results)
     finally:
         await c.close()
+        await probe.aclose()
 
 
 async def test_redis_down_degrades_to_memory_and_recovers(redis_own: RedisServer) -> None:
