@@ -2,8 +2,9 @@
 
 Sources, all offline and loaded once:
 - country: `iptocc` (RIR delegation data, maintained on PyPI);
-- network owner (ASN name): `geoip2fast`'s bundled ASN database; hosting is recognised from the
-  owner's name, so every cloud and VPS provider is covered, not only those that publish lists;
+- network owner (ASN name): `geoip2fast`'s bundled ASN database, packed by rules.enrich.asn;
+  hosting is recognised from the owner's name, so every cloud and VPS provider is covered,
+  not only those that publish lists;
 - provider-published ranges (`activelead data update` fetches AWS, Google Cloud, Oracle, ...);
 - Tor exits and crawler networks: bundled snapshots (rules/data), refreshable.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import iptocc
 
 from rules.datasets import DataFile, DataFileError, package_version, read_data_file
+from rules.enrich.asn import AsnTable
 from rules.enrich.ranges import RangeTable
 
 # Owners (ASN names) whose address space is hosting, cloud or VPS: traffic from there is a server,
@@ -137,9 +139,7 @@ class IpEnricher:
     """Built once; `facts(ip)` is cached per address (bursts repeat the same IPs)."""
 
     def __init__(self, cache_size: int = 65_536) -> None:
-        from geoip2fast import GeoIP2Fast  # loads ~0.4 s of ASN data; once per process
-
-        self._asn = GeoIP2Fast(geoip2fast_data_file="geoip2fast-asn-ipv6.dat.gz", verbose=False)
+        self._asn = AsnTable()  # ~0.5 s to load; once per process, before workers fork
         self.tor_file = read_data_file("tor_exits.txt")
         self._tor = _table(self.tor_file, named=False)
         self.crawler_file = read_data_file("crawler_ranges.txt")
@@ -164,17 +164,6 @@ class IpEnricher:
             ) if owner else None
         return self._provider_by_owner[owner]
 
-    def _owner(self, ip: str, as_int: int) -> str:
-        try:
-            # The integer lookup skips re-parsing the address and building a result object
-            # (6 us instead of 14); it is internal to geoip2fast, so fall back to the public one.
-            return str(self._asn._asn_lookup(as_int)[0] or "")
-        except Exception:
-            try:
-                return str(self._asn.lookup(ip).asn_name or "")
-            except Exception:  # odd input raises plain Exceptions; an owner is optional
-                return ""
-
     def _facts(self, raw: str) -> IpFacts:
         text = raw.strip().strip("[]")
         if "%" in text:  # IPv6 zone ids never reach a public form
@@ -193,7 +182,7 @@ class IpEnricher:
         if self._bogons.lookup(addr.version, as_int) is not None:
             return IpFacts(valid=True, version=addr.version, private=True, network=network)
         text = str(addr)
-        owner = self._owner(text, as_int)
+        owner = self._asn.owner(addr.version, as_int)
         crawler_net = self._crawlers.lookup(addr.version, as_int)
         tor = self._tor.lookup(addr.version, as_int) is not None
         # Provider-published ranges are authoritative; otherwise classify by network owner.
