@@ -1,7 +1,9 @@
-"""A tiny origin site for `activelead up`: one page with a contact form, no JavaScript.
+"""A tiny origin site for `activelead up`: one page with a contact form, no JavaScript of its own.
 
 It stands in for the customer's own site behind the proxy, and shows what reached it: the
-`X-Activelead-*` headers the proxy added to the forwarded submission.
+`X-Activelead-*` headers the proxy added to the forwarded submission. The proxy adds the rest to
+the page on its way out: the render token, the honeypot and the JS snippet's tag with the demo
+project's site key (`data-site="pk_…"`), as it would for a customer's unchanged site.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 * `GET /__activelead/activelead.js` — the stable name a page's tag points at: revalidated often
   (short max-age, ETag), so a new build reaches pages within minutes.
 * `GET /__activelead/activelead.<hash>.js` — the content-hashed build: cached for a year, immutable.
+* `GET /__activelead/stepup.<hash>.js` — the proxy's step-up interstitial script (proxy only,
+  `register_stepup`): content-hashed and immutable like the snippet's hashed name.
 * `POST /__activelead/challenge` — `{"site": "pk_…", "form": "/contact"}` (as `text/plain`, which
   keeps the browser's request "simple": no CORS preflight) → `{"token", "pow", "expiresIn"}`.
   CORS is granted only to the site's allowed origins; anything else is a clear 4xx with a JSON
@@ -110,17 +112,18 @@ class SnippetNotBuilt(Exception):
 class SnippetBundle:
     """The built snippet, read once and kept in memory with its gzip form and ETag."""
 
-    name: str  # activelead.<hash>.js
+    name: str  # activelead.<hash>.js (or stepup.<hash>.js)
     body: bytes
     gzipped: bytes
     etag: str
 
     @classmethod
-    def load(cls, dist_dir: Path = DEFAULT_DIST) -> SnippetBundle:
+    def load(cls, dist_dir: Path = DEFAULT_DIST, entry: str = "activelead") -> SnippetBundle:
+        """The built `entry` (`activelead`, or `stepup`: the step-up page's script)."""
         try:
             manifest = json.loads((dist_dir / "manifest.json").read_text("utf-8"))
-            name = str(manifest["file"])
-            if not re.fullmatch(r"activelead\.[0-9a-f]{8,64}\.js", name):  # never a path
+            name = str(manifest["file"] if entry == "activelead" else manifest[entry]["file"])
+            if not re.fullmatch(re.escape(entry) + r"\.[0-9a-f]{8,64}\.js", name):  # not a path
                 raise SnippetNotBuilt(f"{dist_dir}/manifest.json: bad file name {name[:80]!r}")
             body = (dist_dir / name).read_bytes()
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -146,6 +149,7 @@ class Snippet:
 
 
 SNIPPET = web.AppKey("snippet", Snippet)
+STEPUP: web.AppKey[SnippetBundle | None] = web.AppKey("stepup_bundle")
 
 
 def _default_ip(request: web.Request) -> str:
@@ -194,6 +198,14 @@ def register(
         app.router.add_route("*", prefix + "/challenge", wrong_method)
 
 
+def register_stepup(app: web.Application, bundle: SnippetBundle | None,
+                    prefix: str = PREFIX) -> str | None:
+    """Serve the step-up page's script (after `register`); returns its URL, None if not built."""
+    app[STEPUP] = bundle
+    app.router.add_get(prefix + "/stepup.{hash}.js", stepup_script)
+    return f"{prefix}/{bundle.name}" if bundle is not None else None
+
+
 def _error(request: web.Request, status: int, code: str, message: str,
            headers: dict[str, str] | None = None) -> web.Response:
     resp = web.json_response(request.app[SNIPPET].error_body(code, message), status=status)
@@ -206,12 +218,20 @@ def _error(request: web.Request, status: int, code: str, message: str,
 
 
 async def script(request: web.Request) -> web.Response:
-    bundle = request.app[SNIPPET].bundle
+    return _serve(request, request.app[SNIPPET].bundle, "activelead")
+
+
+async def stepup_script(request: web.Request) -> web.Response:
+    return _serve(request, request.app[STEPUP], "stepup")
+
+
+def _serve(request: web.Request, bundle: SnippetBundle | None, entry: str) -> web.Response:
     if bundle is None:
         # 404, not 503: nothing will appear by retrying; the operator has to build it.
         return _error(request, 404, "snippet_not_built", "the snippet is not built on this server")
     wanted = request.match_info.get("hash")
-    if wanted is not None and bundle.name != f"activelead.{wanted}.js":
+    if wanted is not None and bundle.name != f"{entry}.{wanted}.js":
+        # The page names its build; another one (an old page, a probe) is not served.
         return _error(request, 404, "not_found", f"no such build; the current one is {bundle.name}")
     headers = {
         "Cache-Control": HASHED_CACHE if wanted else STABLE_CACHE,

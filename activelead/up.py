@@ -2,10 +2,12 @@
 
 1. scores the bundled sample submissions and prints the verdicts (the engine on its own);
 2. creates the demo account, project, API key, edge token and credits in the control API's
-   SQLite file on first start, prints the secrets once, and writes the addresses and demo
-   credentials to `.activelead/stack.json` (mode 0600) so scripts and tests can drive the stack;
+   SQLite file on first start, prints the secrets once, and writes the addresses, the project's
+   public site key and the demo credentials to `.activelead/stack.json` (mode 0600) so scripts
+   and tests can drive the stack;
 3. starts the control API, a demo origin site with a contact form, and `activelead proxy` in
-   front of it (render protection on, events shipped to the control API);
+   front of it (render protection on, the JS snippet with the project's site key added to the
+   demo page and its challenge served by the proxy, events shipped to the control API);
 4. with `--check`, drives one person-like and one bot submission through the proxy, shows what
    happened and exits; otherwise runs until Ctrl-C.
 
@@ -73,6 +75,12 @@ def _score_samples(args: argparse.Namespace) -> int:
     return failures
 
 
+def _site_key(project_id: str) -> str:
+    from control_api.snippet import site_key
+
+    return site_key(project_id)
+
+
 def _stack_config(args: argparse.Namespace, state: Path, edge_token: str,
                   project_id: str) -> dict[str, Any]:
     base = load_yaml(args.config) if Path(args.config).exists() else {}
@@ -99,6 +107,9 @@ def _stack_config(args: argparse.Namespace, state: Path, edge_token: str,
         "project_id": project_id,
         "mode": "enforce",
         "result_headers_on_response": True,
+        # The project's public key: the proxy adds the snippet's tag to the demo page and serves
+        # the script and its challenge under /__activelead/ (build it: scripts/build-snippet).
+        "snippet": {"site_key": _site_key(project_id)} if project_id else {},
         "forms": [{"id": "contact", "path": "/contact",
                    "fields": {"email": ["email"], "name": ["name"], "message": ["message"]}}],
     }]
@@ -115,7 +126,11 @@ def _bootstrap(args: argparse.Namespace, config_path: Path, state: Path) -> dict
     if not result["created"]:
         if not stack_json.exists():
             raise SystemExit(f"activelead up: {stack_json} is missing; delete {state} to start afresh")
-        return {**json.loads(stack_json.read_text()), "fresh": False}
+        stack = json.loads(stack_json.read_text())
+        if "siteKey" not in stack:  # a stack started before the demo had the snippet
+            stack["siteKey"] = _site_key(stack["projectId"])
+            stack_json.write_text(json.dumps(stack, indent=2))
+        return {**stack, "fresh": False}
     proxy_url = f"http://127.0.0.1:{args.proxy_port}"
     stack = {
         "proxyUrl": proxy_url,
@@ -124,6 +139,7 @@ def _bootstrap(args: argparse.Namespace, config_path: Path, state: Path) -> dict
         "apiKey": result["apiKey"],
         "edgeToken": result["edgeToken"],
         "projectId": result["projectId"],
+        "siteKey": _site_key(result["projectId"]),
         "account": result["account"],
     }
     stack_json.touch(mode=0o600)
@@ -176,7 +192,10 @@ def _check(args: argparse.Namespace, api_key: str) -> bool:
     person = {**hidden, "name": "Anna", "email": "anna.keller@example.org",
               "message": "Could you send me a quote for two rooms?"}
     status, headers = _post(base + "/contact", person, {"User-Agent": browser})
-    print(f"person-like POST: {status} decision={headers.get('X-Activelead-Decision')} "
+    # No browser here, so no JS snippet either: token_missing (30) is expected and not enough
+    # to stop a person; a real browser's post carries the snippet's token (tests/test_up.py).
+    print(f"person-like POST (no JS snippet): {status} "
+          f"decision={headers.get('X-Activelead-Decision')} "
           f"labels={headers.get('X-Activelead-Labels') or '-'}")
     bot = {"name": "x", "email": "x@mailinator.com", "message": "cheap viagra http://spam.example"}
     bot_status, bot_headers = _post(base + "/contact", bot, {"User-Agent": "python-requests/2.32"})
@@ -242,8 +261,14 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"""
 Activelead is up (logs in {logs}):
   protected demo site   http://127.0.0.1:{args.proxy_port}/   (origin on :{args.origin_port})
+  JS snippet            on the demo page, data-site="{demo['siteKey']}" (served by the proxy)
   control API           http://127.0.0.1:{args.api_port}/v1/openapi.json
   proxy health/metrics  http://127.0.0.1:{args.admin_port}/__activelead/health  /metrics""")
+        from activelead.snippet_http import DEFAULT_DIST
+
+        if not (DEFAULT_DIST / "manifest.json").exists():
+            print("  (the JS snippet is not built: the demo page's script answers 404 and posts "
+                  "carry token_missing; run scripts/build-snippet)")
         if args.check:
             return 0 if _check(args, demo["apiKey"]) else 1
         print("Press Ctrl-C to stop.")

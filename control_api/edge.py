@@ -2,7 +2,8 @@
 
 A batch is idempotent twice over: the Idempotency-Key replays the stored answer, and events are
 keyed by trace id, so even a batch re-sent under a new key stores and charges each event once.
-Only newly stored, non-test events are charged.
+Only newly stored events are charged, and neither test events nor those the proxy could not
+score (`"scored": false`: it applied the form's on_error policy instead of a verdict).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _STRINGS = {
     "action": 64,
 }
 EDGE_CHUNK = 250  # events per transaction (~10 ms of SQLite work)
-_EVENT_KEYS = {*_STRINGS, "traceId", "receivedAt", "mode", "verdict", "isTest"}
+_EVENT_KEYS = {*_STRINGS, "traceId", "receivedAt", "mode", "verdict", "isTest", "scored"}
 
 
 def config_body(row: Row, balance: int) -> dict[str, Any]:
@@ -107,6 +108,9 @@ def validate_event(raw: Any, project_id: str, account_id: str) -> tuple[EventRec
     is_test = raw.get("isTest", False)
     if not isinstance(is_test, bool):
         errors["isTest"] = "true or false"
+    scored = raw.get("scored", True)  # false: scoring failed at the edge; stored, not charged
+    if not isinstance(scored, bool):
+        errors["scored"] = "true or false"
     verdict = raw.get("verdict")
     if not isinstance(verdict, dict):
         errors["verdict"] = "the verdict object"
@@ -148,6 +152,7 @@ def validate_event(raw: Any, project_id: str, account_id: str) -> tuple[EventRec
         mode=str(mode),
         action=values["action"],
         is_test=bool(is_test),
+        scored=bool(scored),
     ), {}
 
 
@@ -208,7 +213,7 @@ async def edge_events(request: web.Request) -> web.Response:
     def store_chunk(conn: Conn, chunk: list[EventRecord], number: int) -> int:
         """Store the chunk's new events and charge them; return webhook rows queued."""
         fresh = not_stored(conn, chunk)
-        billable = sum(not r.is_test for r in fresh)
+        billable = sum(r.billable for r in fresh)
         outcome = (
             credits.debit(
                 conn,

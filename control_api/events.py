@@ -71,6 +71,11 @@ class EventRecord:
     action: str = ""
     is_test: bool = False
     charged: bool = False
+    scored: bool = True  # False: the proxy's scoring failed and it applied on_error (never charged)
+
+    @property
+    def billable(self) -> bool:
+        return self.scored and not self.is_test
 
 
 _INSERT = (
@@ -116,11 +121,11 @@ def not_stored(conn: Conn, records: list[EventRecord]) -> list[EventRecord]:
 
 
 def insert_many(conn: Conn, records: list[EventRecord], charge: int) -> None:
-    """Insert new records in one executemany; the first `charge` non-test ones are marked
+    """Insert new records in one executemany; the first `charge` billable ones are marked
     charged (the ones the credits paid for)."""
     rows = []
     for rec in records:
-        paid = charge > 0 and not rec.is_test
+        paid = charge > 0 and rec.billable
         charge -= paid
         rows.append(_row(rec, paid))
     conn.executemany(_INSERT, rows)

@@ -66,6 +66,7 @@ ENGINE = web.AppKey("engine", Engine)
 REPORTER: web.AppKey[LogReporter | SpoolReporter] = web.AppKey("reporter")
 PIPELINE: web.AppKey[list[Stage]] = web.AppKey("pipeline")
 REMOTE: web.AppKey[RemoteConfig | None] = web.AppKey("remote_config")
+STEP_UP_SCRIPT: web.AppKey[str | None] = web.AppKey("step_up_script")
 
 
 class ProxyError(Exception):
@@ -228,6 +229,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         token_ttl_s=app[SETTINGS].proxy.token_ttl_s,
         challenges=app[ROUTING].challenges,
         project_for=_project_lookup(app),
+        step_up_script=app[STEP_UP_SCRIPT],
     )
     yield
 
@@ -256,14 +258,17 @@ def create_app(
 def _register_snippet(app: web.Application) -> None:
     """The snippet and its challenge under /__activelead/ (before the catch-all route)."""
     routing = app[ROUTING]
-    bundle = None
+    bundle = stepup = None
     if routing.snippet_sites:
+        dist = app[SETTINGS].proxy.snippet_dist or snippet_routes.DEFAULT_DIST
         try:
-            bundle = snippet_routes.SnippetBundle.load(
-                app[SETTINGS].proxy.snippet_dist or snippet_routes.DEFAULT_DIST
-            )
+            bundle = snippet_routes.SnippetBundle.load(dist)
         except snippet_routes.SnippetNotBuilt as exc:
             log.error("%s", exc)  # challenges still work for a snippet served from elsewhere
+        try:
+            stepup = snippet_routes.SnippetBundle.load(dist, "stepup")
+        except snippet_routes.SnippetNotBuilt as exc:
+            log.error("no step-up page, review-band form posts are forwarded: %s", exc)
     snippet_routes.register(
         app, lookup=snippet_routes.static_sites(routing.snippet_sites),
         signer=routing.challenges, counters=lambda request: request.app[COUNTERS],
@@ -271,6 +276,7 @@ def _register_snippet(app: web.Application) -> None:
         warn_unbuilt=bool(routing.snippet_sites),
         observe=lambda result: metrics.SNIPPET_CHALLENGES.labels(result).inc(),
     )
+    app[STEP_UP_SCRIPT] = snippet_routes.register_stepup(app, stepup)
 
 
 async def _add_hsts(request: web.Request, response: web.StreamResponse) -> None:
@@ -563,6 +569,12 @@ async def _protected(request: web.Request, site: Site, client: Client) -> web.St
     async def read_body(limit: int) -> bytes:
         if (request.content_length or 0) > limit:
             raise BodyTooLarge(limit)
+        content = request.content
+        if content.is_eof():  # the whole body came with the headers (most forms): no timer
+            body = content.read_nowait(-1)
+            if len(body) > limit:
+                raise BodyTooLarge(limit)
+            return body
         buf = bytearray()
         try:
             async with asyncio.timeout(body_timeout_s):  # a slow client holds no slot forever

@@ -59,6 +59,7 @@ class Spool:
         self._path: Path | None = None
         self._count = 0
         self._dirty = False
+        self._unsynced: list[int] = []  # descriptors of sealed segments awaiting their fsync
         self.recover()
 
     def recover(self) -> None:
@@ -91,32 +92,44 @@ class Spool:
             self.seal()
 
     def sync(self) -> None:
-        """fsync the open segment; safe to run in a thread while the loop appends or seals."""
+        """fsync what was written: the open segment and segments sealed since the last call.
+        Runs in a thread (the fsync loop) so that no fsync ever stalls the event loop; the
+        loop's appends and seals may go on meanwhile."""
+        pending, self._unsynced = self._unsynced, []
         fd = self._fd
-        if fd is None or not self._dirty:
-            return
-        self._dirty = False
-        try:
-            dup = os.dup(fd)  # our own handle: a concurrent seal() cannot close it under us
-        except OSError:
-            return  # sealed meanwhile; seal() fsyncs itself
-        try:
-            os.fsync(dup)
-        finally:
-            os.close(dup)
+        if fd is not None and self._dirty:
+            self._dirty = False
+            try:
+                dup = os.dup(fd)  # our own handle: a concurrent seal() cannot close it under us
+            except OSError:
+                dup = -1  # sealed meanwhile: it is in the next call's `pending`
+            if dup >= 0:
+                try:
+                    os.fsync(dup)
+                finally:
+                    os.close(dup)
+        for sealed_fd in pending:
+            try:
+                os.fsync(sealed_fd)  # fine even if the segment was shipped and unlinked already
+            finally:
+                os.close(sealed_fd)
+        if pending:
+            dir_fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the renames to .ready must survive a power cut too
+            finally:
+                os.close(dir_fd)
 
     def seal(self) -> None:
+        """Close the segment for appends and mark it ready to ship. Its fsync is left to the
+        next sync(): a power cut loses at most `spool_fsync_interval_s` either way (a torn tail
+        is skipped on reading), and the event loop never waits for the disk."""
         if self._fd is None or self._path is None:
             return
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._path.rename(self._path.with_suffix(".ready"))
+        fd, path = self._fd, self._path
         self._fd, self._path, self._count, self._dirty = None, None, 0, False
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
+        path.rename(path.with_suffix(".ready"))
+        self._unsynced.append(fd)
 
     @property
     def open_count(self) -> int:
@@ -189,6 +202,7 @@ class SpoolReporter:
                 await task
         self._tasks = []
         self.spool.seal()
+        self.spool.sync()  # shutting down: the loop may wait for the disk now
         with contextlib.suppress(Exception):  # best effort; whatever is left ships next start
             async with asyncio.timeout(2):
                 await self.ship_ready()
@@ -227,6 +241,15 @@ class SpoolReporter:
         self._wake.set()
 
     async def ship_ready(self) -> None:
+        """Upload every sealed segment in order. A batch the control API can never take (a 4xx
+        other than auth or rate limit) is split when too big, else dead-lettered, so it never
+        holds up the batches behind it; anything retryable stops the round (order is kept)."""
+        assert self._session is not None
+        while await self._ship_round():
+            pass  # a batch was split: its halves sort where it stood, so list again
+
+    async def _ship_round(self) -> bool:
+        """Ship the sealed segments in order; True when a split asks for a fresh listing."""
         assert self._session is not None
         for path in self.spool.ready():
             events = Spool.read(path)
@@ -239,10 +262,27 @@ class SpoolReporter:
                     headers={"Authorization": self._auth, "Idempotency-Key": batch_id,
                              "Content-Type": "application/json"},
                 ) as resp:
-                    if not 200 <= resp.status < 300:
-                        text = (await resp.text())[:200]
-                        raise ShipError(f"HTTP {resp.status} for batch {batch_id}: {text}")
-                    answer = await resp.json(content_type=None)
+                    status, text = resp.status, await resp.text()
+                if not 200 <= status < 300:
+                    if status in RETRYABLE or status >= 500 or status < 400:
+                        raise ShipError(f"HTTP {status} for batch {batch_id}: {text[:200]}")
+                    split = status in (400, 413) and len(events) > 1 and _too_big(status, text)
+                    if split:
+                        self._split(path, events)
+                    else:
+                        self._dead_letter(path, batch_id, events, [
+                            {"index": i, "status": status, "error": text[:1000]}
+                            for i in range(len(events))
+                        ])
+                    path.unlink()
+                    metrics.SPOOL_DEPTH.dec(len(events))
+                    if split:
+                        return True
+                    continue
+                try:
+                    answer = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    answer = None
                 refused = answer.get("rejected") if isinstance(answer, dict) else None
                 if refused:
                     self._dead_letter(path, batch_id, events, refused)
@@ -251,12 +291,26 @@ class SpoolReporter:
             path.unlink()
             self.shipped += len(events)
             metrics.SPOOL_DEPTH.dec(len(events))
+        return False
 
+    def _split(self, path: Path, events: list[dict[str, Any]]) -> None:
+        """Two halves under names derived from the batch id: a crash before the original is
+        removed rewrites the same two files, so no event is ever sent under two batch ids."""
+        half = len(events) // 2
+        for suffix, part in (("a", events[:half]), ("b", events[half:])):
+            target = path.with_name(f"{path.stem}-{suffix}.ready")
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE)
+                                     for e in part))
+            os.replace(tmp, target)
+        metrics.SPOOL_DEPTH.inc(len(events))  # the caller takes the original's count off
+        log.warning("batch %s too large for the control API; split in two", path.stem)
 
     def _dead_letter(self, path: Path, batch_id: str, events: list[Any],
                      refused: list[Any]) -> None:
-        """Events the control API refused inside a 2xx answer (e.g. a project mismatch): retrying
-        cannot help, so keep them in `rejected/` beside the spool and say so loudly."""
+        """Events the control API refused for good (inside a 2xx answer, e.g. a project mismatch,
+        or a whole batch answered 4xx): retrying cannot help, so keep them in `rejected/` beside
+        the spool and say so loudly."""
         target = path.parent.parent / "rejected"
         target.mkdir(parents=True, exist_ok=True)
         with (target / f"{batch_id}.jsonl").open("a", encoding="utf-8") as fh:
@@ -264,8 +318,18 @@ class SpoolReporter:
                 index = item.get("index") if isinstance(item, dict) else None
                 event = events[index] if isinstance(index, int) and 0 <= index < len(events) else None
                 fh.write(json.dumps({"refused": item, "event": event}) + "\n")
+        metrics.DEAD_LETTERED.inc(len(refused))
         log.error("control API refused %d event(s) of batch %s (kept in %s): %s", len(refused),
                   batch_id, target, json.dumps(refused)[:300])
+
+
+# Answers that say "not now" rather than "never": the batch stays and is sent again later.
+RETRYABLE = frozenset({401, 403, 404, 408, 409, 425, 429})
+
+
+def _too_big(status: int, text: str) -> bool:
+    """413, or the control API's 400 for a batch with more events than it accepts."""
+    return status == 413 or ("invalid_batch" in text and "at most" in text)
 
 
 class ShipError(Exception):

@@ -125,6 +125,22 @@ def _parse_urlencoded(content_type: str, body: bytes) -> ParsedBody:
     return out
 
 
+def utf8_pairs(content_type: str, body: bytes) -> list[tuple[str, str]] | None:
+    """The urlencoded body's fields in order, repeats kept (for posting it again from a page);
+    None if it is not UTF-8 (or ASCII), the one encoding such a page re-posts faithfully."""
+    _, params = _params(content_type)
+    pairs = _pairs(body)
+    charset = params.get("charset") or next(
+        (value.decode("ascii", "replace") for _, name, value in pairs
+         if name == b"_charset_" and value), "utf-8")
+    try:
+        if _codec(charset) not in ("utf-8", "ascii"):
+            return None
+        return [(name.decode(), value.decode()) for raw, name, value in pairs if raw]
+    except (BodyError, UnicodeDecodeError):
+        return None
+
+
 def _strip_urlencoded(body: bytes, names: set[str]) -> bytes:
     wanted = {n.encode() for n in names}
     pairs = _pairs(body)

@@ -50,7 +50,15 @@ SPOOL_DEPTH = Gauge(
     "activelead_proxy_spool_events", "Events in the local spool not yet accepted upstream.",
     multiprocess_mode="livesum",
 )
+RATE_LIMITED = Counter(
+    "activelead_proxy_rate_limited_total", "Posts over a form's per-IP rate limit.",
+    ["site", "form"],
+)
 SHIP_FAILURES = Counter("activelead_proxy_ship_failures_total", "Failed event batch uploads.")
+DEAD_LETTERED = Counter(
+    "activelead_proxy_dead_lettered_events_total",
+    "Events the control API refused for good, kept in <state_dir>/rejected/ for an operator.",
+)
 SNIPPET_CHALLENGES = Counter(
     "activelead_proxy_snippet_challenges_total",
     "Snippet challenge requests by outcome: issued, stepped_up, or the error code "
@@ -88,6 +96,15 @@ def _decision_child(site: str, form: str, action: str) -> Any:
 
 def decision(site: str, form: str, action: str) -> None:
     _decision_child(site, form, action).inc()
+
+
+def rate_limited(site: str, form: str) -> None:
+    _rate_limited_child(site, form).inc()
+
+
+@functools.lru_cache(maxsize=4096)
+def _rate_limited_child(site: str, form: str) -> Any:
+    return RATE_LIMITED.labels(site, form)
 
 
 def render() -> tuple[bytes, str]:

@@ -65,6 +65,19 @@ class Timeouts(_Strict):
     )
 
 
+class RateLimit(_Strict):
+    """A hard cap on posts from one client IP to one form, checked before the body is read."""
+
+    requests: int = Field(
+        default=30,
+        ge=0,
+        le=1_000_000,
+        description="Posts allowed from one client IP to this form within `window_s` (sliding); "
+        "0 turns the limit off.",
+    )
+    window_s: int = Field(default=60, ge=1, le=86_400, description="Window length in seconds.")
+
+
 class FieldMap(_Strict):
     """Which form fields carry the lead's identity; missing names are simply not mapped."""
 
@@ -137,8 +150,23 @@ class FormConfig(_Strict):
         description="On sites with render protection, block posts without a valid render token "
         "(bots that never loaded the page) whatever the score.",
     )
+    on_review: Literal["forward", "step_up"] | None = Field(
+        default=None,
+        description="What a `review` verdict does in enforce mode: `forward` (with the review "
+        "headers) or `step_up`: a post without proof-of-work is held until the browser pays the "
+        "site's `step_up_difficulty` (an interstitial page that posts the form again, or a 428 "
+        "JSON answer for AJAX), then scored again with `pow_solved`; one round only. Multipart "
+        "and non-UTF-8 posts from a page's form are forwarded as review. null = `step_up` on "
+        "sites with a `snippet.site_key`, else `forward`.",
+    )
     thresholds: Thresholds | None = Field(
         default=None, description="Overrides the scoring thresholds."
+    )
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit.model_validate({}),
+        description="Per-IP hard limit. In enforce mode a post over it gets 429 with "
+        "Retry-After before its body is read: not scored, not charged, no event (counted in "
+        "`activelead_proxy_rate_limited_total`). In monitor mode it is counted and forwarded.",
     )
 
     @field_validator("methods")
@@ -196,8 +224,9 @@ class SnippetConfig(_Strict):
     )
     step_up_difficulty: int = Field(
         default=18, ge=0, le=26,
-        description="Proof-of-work asked in a risky context: an automation user agent, or more "
-        "than `step_up_rate` challenges from one client IP in 10 minutes.",
+        description="Proof-of-work asked in a risky context: an automation user agent, more "
+        "than `step_up_rate` challenges from one client IP in 10 minutes, or a `review` verdict "
+        "on a form with `on_review: step_up`.",
     )
     step_up_rate: int = Field(
         default=20, ge=1, description="Challenges per client IP per 10 minutes before step-up."
@@ -315,6 +344,19 @@ class SiteConfig(_Strict):
         if not re.match(r"^https?://[^/?#]+/?$", v):
             raise ValueError("must be http(s)://host[:port] without a path")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _step_up(self) -> SiteConfig:
+        # The re-post is verified like a snippet token: it needs the site key and some work.
+        for i, form in enumerate(self.forms):
+            if form.on_review != "step_up":
+                continue
+            if not self.snippet.site_key:
+                raise ValueError(f"forms[{i}].on_review: step_up needs snippet.site_key")
+            if not self.snippet.step_up_difficulty:
+                raise ValueError(f"forms[{i}].on_review: step_up needs "
+                                 "snippet.step_up_difficulty >= 1")
+        return self
 
 
 class ControlApiLink(_Strict):
@@ -577,6 +619,7 @@ class Form:
     pattern: re.Pattern[str]
     methods: frozenset[str]
     mode: Mode
+    on_review: Literal["forward", "step_up"] = "forward"
 
     @property
     def id(self) -> str:
@@ -627,12 +670,14 @@ def compile_sites(settings: ProxySettings) -> dict[str, Site]:
     """Host name -> Site, built once at start-up."""
     out: dict[str, Site] = {}
     for cfg in settings.sites:
+        step_up = bool(cfg.snippet.site_key and cfg.snippet.step_up_difficulty)
         forms = tuple(
             Form(
                 config=f,
                 pattern=compile_path(f.path),
                 methods=frozenset(f.methods),
                 mode=f.mode or cfg.mode,
+                on_review=f.on_review or ("step_up" if step_up else "forward"),
             )
             for f in cfg.forms
         )

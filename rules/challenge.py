@@ -17,6 +17,12 @@ hidden field ``activelead_token``, as ``<challenge>~<report>``:
 
 Single use is enforced by `verify` through the counters store's ``once()`` (Redis when
 configured), so a replayed token is caught by every proxy replica.
+
+Step-up challenges (the proxy's answer to a ``review`` verdict, see proxy/stages/stepup.py) are
+the same token with one more signed field and their own version, so nothing can pass one kind as
+the other: ``s1.<kid>.<issued ms>.<nonce>.<difficulty>.<site key>.<origin>.<form>.<started ms>.<mac>``.
+``started ms`` is when the visitor began the form the first post came from (empty: not known), so
+the re-post's time trap measures the person's filling-in, not the interstitial's proof-of-work.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ FIELD = "activelead_token"
 HEADER = "X-Activelead-Token"
 
 VERSION = "c1"
+STEP_UP_VERSION = "s1"
 MAX_DIFFICULTY = 26  # ~67M hashes on average: far beyond any sensible step-up, bounds abuse
 MAX_VALUE_CHARS = 1024  # the whole field; a real one is ~200 characters
 MAX_REPORT_CHARS = 256
@@ -114,6 +121,8 @@ class SnippetCheck:
     origin: str = ""
     form: str = ""
     reason: str = ""
+    difficulty: int = 0  # proof-of-work the challenge asked for (signed), paid or not
+    step_up: bool = False  # an `s1` step-up challenge
 
 
 def _b64e(text: str) -> str:
@@ -208,6 +217,21 @@ class ChallengeSigner:
 
     def issue(self, site_key: str, origin: str, form: str, difficulty: int = 0) -> Challenge:
         """A fresh challenge; raises ChallengeRequestError for values no real page would send."""
+        return self._issue(VERSION, site_key, origin, form, difficulty, ())
+
+    def issue_step_up(
+        self, site_key: str, origin: str, form: str, difficulty: int,
+        elapsed_ms: float | None = None,
+    ) -> Challenge:
+        """A step-up challenge (`s1`) for a post that came `elapsed_ms` after the visitor began
+        the form (None: not known); the proof-of-work is required (difficulty >= 1)."""
+        if not 1 <= difficulty <= MAX_DIFFICULTY:
+            raise ChallengeRequestError("invalid_difficulty", f"difficulty must be 1-{MAX_DIFFICULTY}")
+        started = "" if elapsed_ms is None else str(self._now_ms() - max(int(elapsed_ms), 0))
+        return self._issue(STEP_UP_VERSION, site_key, origin, form, difficulty, (started,))
+
+    def _issue(self, version: str, site_key: str, origin: str, form: str, difficulty: int,
+               extra: tuple[str, ...]) -> Challenge:
         if not _SITE_KEY_RE.match(site_key):
             raise ChallengeRequestError("invalid_site", "site key must be 1-64 of A-Z a-z 0-9 _ -")
         norm = normalise_origin(origin)
@@ -220,8 +244,8 @@ class ChallengeSigner:
         if not 0 <= difficulty <= MAX_DIFFICULTY:
             raise ChallengeRequestError("invalid_difficulty", f"difficulty must be 0-{MAX_DIFFICULTY}")
         body = ".".join((
-            VERSION, self._kid, str(self._now_ms()), secrets.token_urlsafe(9), str(difficulty),
-            site_key, _b64e(norm), _b64e(form),
+            version, self._kid, str(self._now_ms()), secrets.token_urlsafe(9), str(difficulty),
+            site_key, _b64e(norm), _b64e(form), *extra,
         ))
         return Challenge(f"{body}.{self._mac(self._keys[self._kid], body)}", difficulty, self.ttl_s)
 
@@ -245,9 +269,13 @@ class ChallengeSigner:
             return SnippetCheck("invalid", reason="oversized or non-ASCII token")
         challenge, _, report = value.partition("~")
         parts = challenge.split(".")
-        if len(parts) != 9 or parts[0] != VERSION:
+        if len(parts) == 9 and parts[0] == VERSION:
+            _, kid, issued, nonce, diff, tok_site, tok_origin, tok_form, mac = parts
+            started = issued
+        elif len(parts) == 10 and parts[0] == STEP_UP_VERSION:
+            _, kid, issued, nonce, diff, tok_site, tok_origin, tok_form, started, mac = parts
+        else:
             return SnippetCheck("invalid", reason="not a challenge token")
-        _, kid, issued, nonce, diff, tok_site, tok_origin, tok_form, mac = parts
         key = self._keys.get(kid)
         if key is None:
             return SnippetCheck("invalid", reason="unknown key id")
@@ -258,8 +286,10 @@ class ChallengeSigner:
         try:
             origin_s, form_s = _b64d(tok_origin), _b64d(tok_form)
             issued_ms, difficulty = int(issued), int(diff)
+            started_ms = int(started) if started else None
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return SnippetCheck("invalid", reason="malformed signed fields")
+        step_up = parts[0] == STEP_UP_VERSION
         reason = ""
         behaviour: dict[str, int] = {}
         if site_key is not None and tok_site != site_key:
@@ -273,12 +303,14 @@ class ChallengeSigner:
                 behaviour = parse_report(report)
             except ValueError as exc:
                 reason = f"report: {exc}"
-        elapsed = self._now_ms() - issued_ms
-        if not reason and elapsed < -60_000:  # from the future beyond clock skew
+        now = self._now_ms()
+        age = now - issued_ms
+        if not reason and age < -60_000:  # from the future beyond clock skew
             reason = "issued in the future"
         if reason:
             return SnippetCheck("invalid", nonce=nonce, site_key=tok_site, origin=origin_s,
-                                form=form_s, reason=reason)
+                                form=form_s, reason=reason, difficulty=difficulty,
+                                step_up=step_up)
         state, solved = "valid", False
         if difficulty:
             work = behaviour.get("powNonce")
@@ -290,12 +322,14 @@ class ChallengeSigner:
                 state, reason = "invalid", "proof-of-work wrong"
             else:
                 solved = True
-        if state == "valid" and elapsed > self.ttl_s * 1000:
+        if state == "valid" and age > self.ttl_s * 1000:
             state, reason = "expired", "older than the challenge lifetime"
+        # A step-up's time runs from when the visitor began the form (or is not known at all).
+        elapsed = None if started_ms is None else float(max(now - started_ms, 0))
         return SnippetCheck(
-            state, float(max(elapsed, 0)), solved,
+            state, elapsed, solved,
             bool(behaviour.get("webdriver")) or bool(behaviour.get("hints")),
-            behaviour, nonce, tok_site, origin_s, form_s, reason,
+            behaviour, nonce, tok_site, origin_s, form_s, reason, difficulty, step_up,
         )
 
 

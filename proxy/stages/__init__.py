@@ -1,7 +1,7 @@
 """The protected-form pipeline: small stages over one shared Flow, in one declared order.
 
-match -> read -> token -> score -> act -> record. A stage that decides (a Respond outcome, or
-pass-through) short-circuits the rest, except stages marked `always` (record).
+match -> limit -> read -> token -> score -> act -> stepup -> record. A stage that decides (a Respond
+outcome, or pass-through) short-circuits the rest, except stages marked `always` (record).
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Protocol
 from proxy import metrics
 from proxy.stages.act import Act
 from proxy.stages.flow import Flow, ScorerLike
+from proxy.stages.limit import Limit
 from proxy.stages.match import Match, ProjectLookup
 from proxy.stages.read import Read
 from proxy.stages.record import Record, Reporter
 from proxy.stages.score import Score
+from proxy.stages.stepup import StepUp
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
 from rules.challenge import ChallengeSigner
@@ -31,15 +33,18 @@ class Stage(Protocol):
 def build_pipeline(
     *, signer: TokenSigner, counters: Counters, scorer: ScorerLike, reporter: Reporter,
     token_ttl_s: int, challenges: ChallengeSigner | None = None,
-    project_for: ProjectLookup | None = None,
+    project_for: ProjectLookup | None = None, step_up_script: str | None = None,
 ) -> list[Stage]:
-    """The one place the order of stages is written down."""
+    """The one place the order of stages is written down. `step_up_script`: URL of the built
+    step-up script; without it review-band form posts from pages are forwarded, not held."""
     return [
         Match(project_for),
+        Limit(counters),
         Read(),
         Token(signer, counters, token_ttl_s, challenges),
         Score(scorer),
         Act(),
+        StepUp(challenges, step_up_script),
         Record(reporter),
     ]
 

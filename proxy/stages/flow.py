@@ -80,7 +80,7 @@ class Flow:
     token: TokenCheck | None = None  # the render token
     snippet: SnippetCheck | None = None  # the snippet's challenge token
     verdict: Verdict | None = None
-    action: str = ""  # forwarded | blocked | would_block | error_forwarded
+    action: str = ""  # forwarded | blocked | would_block | error_forwarded | step_up
     outcome: Respond | Forward | None = None
     passthrough: bool = False  # not a protected request: stream it untouched
     project: ProjectConfig | None = None  # pulled from the control API, when connected

@@ -30,6 +30,8 @@ def make_event(flow: Flow) -> dict[str, Any]:
         "pageUrl": sub.page_url,
         "verdict": verdict.to_json(),
         "isTest": sub.is_test,
+        # False when scoring failed and on_error decided: stored upstream, never charged
+        "scored": not flow.extra.get("score_failed", False),
     }
 
 

@@ -125,15 +125,17 @@ async def provision(url: str, email: str = "owner@example.com") -> Tenant:
     jar = aiohttp.CookieJar(unsafe=True)  # the session cookie of 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar) as s:
 
-        async def post(path: str, body: dict[str, Any], csrf: str = "") -> dict[str, Any]:
+        async def post(path: str, body: dict[str, Any], csrf: str = "",
+                       status: tuple[int, ...] = (201,)) -> dict[str, Any]:
             headers = {"X-CSRF-Token": csrf} if csrf else {}
             async with s.post(url + path, json=body, headers=headers) as resp:
-                assert resp.status == 201, (path, resp.status, await resp.text())
+                assert resp.status in status, (path, resp.status, await resp.text())
                 answer: dict[str, Any] = await resp.json()
                 return answer
 
-        csrf = (await post("/v1/accounts", {"email": email,
-                                            "password": "correct horse battery"}))["csrfToken"]
+        login = {"email": email, "password": "correct horse battery"}
+        await post("/v1/accounts", login, status=(201, 202))  # 202: never says if it is new
+        csrf = (await post("/v1/session", login, status=(200,)))["csrfToken"]
         project = await post("/v1/projects", {"name": "shop"}, csrf)
         keys = f"/v1/projects/{project['id']}/keys"
         api_key = (await post(keys, {"name": "backend", "kind": "live"}, csrf))["key"]
@@ -146,9 +148,9 @@ class InProcessControlApi:
     """`control_api.app.create_app` under aiohttp's test server in this event loop; `stop()` and
     `start()` again serve the same SQLite file on the same port, as a restarted service would."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **overrides: Any) -> None:
         self.port = free_port()
-        self.settings = make_settings(tmp_path / "control-api")
+        self.settings = make_settings(tmp_path / "control-api", **overrides)
         (tmp_path / "control-api").mkdir(exist_ok=True)
         self.server: TestServer | None = None
 

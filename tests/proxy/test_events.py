@@ -15,15 +15,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.events import Spool
+from proxy.events import Spool, SpoolReporter
 from tests.proxy.conftest import MakeProxy, site_config
-from tests.proxy.controlplane import InProcessControlApi, Tenant, provision
+from tests.proxy.controlplane import INITIAL_CREDITS, InProcessControlApi, Tenant, provision
 from tests.proxy.faultrelay import FaultRelay
 from tests.services import free_port
 
 SPAM = "email=bot%40mailinator.com&message=hi"
 WIRE_KEYS = {"traceId", "siteId", "projectId", "formId", "leadId", "receivedAt", "mode", "action",
-             "ip", "email", "userAgent", "pageUrl", "verdict", "isTest"}
+             "ip", "email", "userAgent", "pageUrl", "verdict", "isTest", "scored"}
 
 
 async def post_n(proxy_port: int, n: int, first: int = 0) -> list[tuple[int, str]]:
@@ -242,3 +242,140 @@ def test_worker_zero_adopts_segments_of_retired_workers(tmp_path: Path) -> None:
     new = Spool(tmp_path / "w0", max_events=10)
     assert new.adopt([tmp_path / "w5"]) == 1
     assert [e["traceId"] for p in new.ready() for e in Spool.read(p)] == ["t-old"]
+
+
+def wire_event(tenant: Tenant, n: int, **changes: Any) -> dict[str, Any]:
+    """An event as the record stage writes it (the control API validates every key)."""
+    event = {
+        "traceId": f"dl-{n:04d}", "siteId": "shop", "projectId": tenant.project_id,
+        "formId": "contact", "leadId": "", "receivedAt": "2026-11-23T10:00:00.000Z",
+        "mode": "enforce", "action": "blocked", "ip": "198.51.100.7", "email": f"u{n}@example.com",
+        "userAgent": "curl/8", "pageUrl": "", "isTest": False,
+        "verdict": {"decision": "blocked", "score": 90, "labels": ["spam_content"], "hits": []},
+    }
+    event.update(changes)
+    return event
+
+
+def sealed(spool: Spool, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        spool.append(event)
+    spool.seal()
+
+
+async def test_refused_events_and_oversized_batches_never_hold_up_later_batches(
+    tmp_path: Path,
+) -> None:
+    # A control API that takes at most 4 events or 8 KiB per batch (the proxy's batches are
+    # bigger): splitting and dead-lettering must get every acceptable event through, in order.
+    api = InProcessControlApi(tmp_path, max_batch_events=4, max_batch_bytes=8192)
+    await api.start()
+    try:
+        tenant = await provision(api.url)
+        spool = Spool(tmp_path / "spool" / "w0", max_events=100)
+        foreign = wire_event(tenant, 1, projectId="p_someone_else")
+        huge = wire_event(tenant, 2, userAgent="x" * 2000, pageUrl="y" * 2000,
+                          leadId="z" * 250, verdict={"decision": "blocked", "score": 90,
+                                                     "labels": ["l" * 60] * 90, "hits": []})
+        sealed(spool, [wire_event(tenant, 0), foreign])        # one refused inside a 200
+        sealed(spool, [huge])                                  # 413 whatever we do
+        sealed(spool, [wire_event(tenant, n) for n in range(10, 19)])  # 9 > 4: split, twice
+        sealed(spool, [wire_event(tenant, 99)])                # behind all of them
+        reporter = SpoolReporter(spool, url=api.url, edge_token=tenant.edge_token,
+                                 fsync_interval_s=1, flush_interval_s=1, timeout_s=5,
+                                 max_backoff_s=1)
+        await reporter.start()
+        try:
+            await reporter.ship_ready()
+        finally:
+            await reporter.close()
+
+        assert spool.ready() == []  # nothing stuck
+        stored = await tenant.assert_stored_once(
+            {"dl-0000", "dl-0099", *(f"dl-{n:04d}" for n in range(10, 19))})
+        assert len(stored) == 11
+        assert (await tenant.credits())["balance"] == INITIAL_CREDITS - 11
+
+        letters = {p.name: [json.loads(line) for line in p.read_text().splitlines()]
+                   for p in (tmp_path / "spool" / "rejected").iterdir()}
+        assert len(letters) == 2
+        refused = [entry for entries in letters.values() for entry in entries]
+        by_trace = {entry["event"]["traceId"]: entry["refused"] for entry in refused}
+        assert set(by_trace) == {"dl-0001", "dl-0002"}  # each kept whole, with the reason
+        assert by_trace["dl-0001"]["errors"] == {"projectId": "not the edge token's project"}
+        assert by_trace["dl-0002"]["status"] == 413
+    finally:
+        await api.stop()
+
+
+async def test_auth_and_server_errors_keep_the_batch_for_later(tmp_path: Path) -> None:
+    api = InProcessControlApi(tmp_path)
+    await api.start()
+    try:
+        tenant = await provision(api.url)
+        spool = Spool(tmp_path / "spool" / "w0", max_events=100)
+        sealed(spool, [wire_event(tenant, 0)])
+        reporter = SpoolReporter(spool, url=api.url, edge_token="al_edge_revoked_or_wrong",
+                                 fsync_interval_s=1, flush_interval_s=1, timeout_s=5,
+                                 max_backoff_s=1)
+        await reporter.start()
+        try:
+            with pytest.raises(Exception, match="HTTP 401"):
+                await reporter.ship_ready()
+        finally:
+            await reporter.close()
+        assert len(spool.ready()) == 1  # kept: a fixed token ships it
+        assert not (tmp_path / "spool" / "rejected").exists()
+    finally:
+        await api.stop()
+
+
+def test_sealing_leaves_the_fsync_to_the_background_and_leaks_no_descriptor(
+    tmp_path: Path,
+) -> None:
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    before = open_fds()
+    spool = Spool(tmp_path, max_events=2)
+    for i in range(100):  # 50 segments sealed from the "event loop": none fsync'd there
+        spool.append({"traceId": f"t{i}"})
+    assert len(spool.ready()) == 50
+    assert open_fds() >= before + 50  # each kept open until the background fsync
+    spool.sync()  # what the fsync thread does every spool_fsync_interval_s
+    assert open_fds() == before
+    assert [e["traceId"] for p in spool.ready() for e in Spool.read(p)] == [
+        f"t{i}" for i in range(100)]
+
+
+async def test_unscored_events_are_stored_but_never_charged(
+    origin: TestServer, make_proxy: MakeProxy, tenant: Tenant, control_api: InProcessControlApi,
+) -> None:
+    """Scoring that fails (a Redis that accepts and never answers) leaves the form's on_error
+    to decide: that event is reported `scored: false` and costs nothing. Once the counters
+    have fallen back to memory, posts are scored again (label `degraded`) and charged."""
+    hung: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    try:
+        form = {"id": "contact", "path": "/contact", "score_timeout_s": 0.1}
+        proxy = await make_proxy(
+            [site(str(origin.make_url("")), tenant, forms=[form], render={"enabled": False})],
+            control_api=link(control_api.url, tenant.edge_token),
+            redis=f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+        before = (await tenant.credits())["balance"]
+        [(status, trace)] = await post_n(proxy.port, 1)
+        assert status == 200  # on_error: forward
+        await asyncio.sleep(0.6)  # the counters give up on Redis and count in memory
+        [(_, trace2)] = await post_n(proxy.port, 1, first=1)
+        events = {e["traceId"]: e for e in await tenant.wait_events(2)}
+        assert events[trace]["charged"] is False and events[trace]["action"] == "error_forwarded"
+        assert events[trace2]["charged"] is True and "degraded" in events[trace2]["labels"]
+        assert (await tenant.credits())["balance"] == before - 1
+    finally:
+        for writer in hung:
+            writer.close()
+        server.close()

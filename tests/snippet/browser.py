@@ -61,7 +61,7 @@ def chromium() -> str:
 
 
 @asynccontextmanager
-async def launch(*, person: bool) -> AsyncIterator[Any]:
+async def launch(*, person: bool, javascript: bool = True) -> AsyncIterator[Any]:
     """A browser context; a person's has no automation flag and a normal user agent."""
     from playwright.async_api import async_playwright
 
@@ -73,7 +73,8 @@ async def launch(*, person: bool) -> AsyncIterator[Any]:
             args.append("--disable-blink-features=AutomationControlled")
         browser = await p.chromium.launch(executable_path=chromium(), headless=True, args=args, **kw)
         try:
-            context = await browser.new_context(user_agent=PERSON_UA if person else None)
+            context = await browser.new_context(user_agent=PERSON_UA if person else None,
+                                                java_script_enabled=javascript)
             yield context
         finally:
             await browser.close()

@@ -1,3 +1,4 @@
+import { hints } from "./hints.js";
 import { solve } from "./pow.js";
 
 let FIELD = "activelead_token";
@@ -79,27 +80,13 @@ export function install(win, script) {
     }
     return win.location.pathname;
   };
-  let hints = () => {
-    let h = 0;
-    try {
-      if (win.callPhantom || win._phantom) h |= 1;
-      if (win.__nightmare) h |= 2;
-      if (win.domAutomation || win.domAutomationController || win._selenium || win.callSelenium ||
-        doc.__selenium_unwrapped || doc.__webdriver_evaluate || doc.__driver_evaluate ||
-        Object.keys(win).concat(Object.keys(doc)).some((k) => { return /^\$?[cw]dc_/.test(k); })) h |= 4;
-      if (nav.languages && !nav.languages.length) h |= 8;
-      if (/HeadlessChrome/.test(nav.userAgent)) h |= 16;
-      if (untrusted) h |= 32;
-    } catch (e) { /* a hostile getter: no hint */ }
-    return h;
-  };
   // The field value: the signed challenge, then what this browser saw (see README, "Token").
   let value = (st) => {
     let ch = st.ch;
     if (!ch) return "";
     let r = {
       k: st.k, p: pointer, c: clicks, v: st.v, f: st.n, i: st.i, d: Date.now() - st.t,
-      u: untrusted, w: nav.webdriver ? 1 : 0, h: hints()
+      u: untrusted, w: nav.webdriver ? 1 : 0, h: hints(win, untrusted)
     };
     if (ch.n != null) { r.n = ch.n; r.s = ch.s; }
     let out = [];
@@ -267,6 +254,18 @@ export function install(win, script) {
     explicit.set(f, st.o);
     return st;
   });
+  // What a request adds: the field and the header, each carrying the value once.
+  let hand = (st) => {
+    let v = value(st), fields = {}, headers = {};
+    if (v) {
+      fields[FIELD] = v;
+      headers[HEADER] = v;
+      if (st.input) st.input.value = v;
+      spend(st);
+    }
+    return { token: v, fields: fields, headers: headers };
+  };
+  let none = () => { return Promise.resolve({ token: "", fields: {}, headers: {} }); };
   // For AJAX: a promise of what to add to the request. Never rejects: on failure the values
   // are empty and the server sees token_missing, as with a blocked snippet.
   api.token = (f, o) => {
@@ -277,18 +276,27 @@ export function install(win, script) {
       touch(st);
     } catch (e) {
       log(e);
-      return Promise.resolve({ token: "", fields: {}, headers: {} });
+      return none();
     }
-    return challenge(st).then(() => {
-      let v = value(st), fields = {}, headers = {};
-      if (v) {
-        fields[FIELD] = v;
-        headers[HEADER] = v;
-        if (st.input) st.input.value = v;
-        spend(st);
-      }
-      return { token: v, fields: fields, headers: headers };
-    });
+    return challenge(st).then(() => { return hand(st); });
+  };
+  // A 428 "step_up_required" answer from the proxy (its JSON, or its `stepUp` part): pay the
+  // proof-of-work it asks for and resolve to what the retry adds, like token(). Never rejects.
+  api.stepUp = (a, f) => {
+    try {
+      let s = a && a.stepUp || a, st = f && f.tagName == "FORM" ? state(f) : page;
+      let d = s.pow && +s.pow.difficulty, ch = { token: s.token, exp: Date.now() + 6e4 };
+      if (typeof ch.token != "string") throw new Error("not a step-up answer");
+      return (d ? solve(win, ch.token + ":", d, option(st, "budget")) : Promise.resolve()).then((r) => {
+        if (r) { ch.n = r.n; ch.s = r.s; } else if (d) log("proof-of-work over its time budget");
+        st.ch = ch;
+        st.spent = 0;
+        return hand(st);
+      });
+    } catch (e) {
+      log(e);
+      return none();
+    }
   };
 
   let queue = prev && prev.q;

@@ -6,11 +6,13 @@ import { describe, expect, it } from "vitest";
 import { PAGE } from "./helpers.js";
 
 // The same options as build.mjs, in memory: what the proxy serves.
-const code = buildSync({
-  entryPoints: [fileURLToPath(new URL("../src/index.js", import.meta.url))],
+const built = (entry) => buildSync({
+  entryPoints: [fileURLToPath(new URL(`../src/${entry}`, import.meta.url))],
   bundle: true, minify: true, format: "iife", target: ["es2020"], legalComments: "none",
   charset: "ascii", write: false,
 }).outputFiles[0].text;
+const code = built("index.js");
+const stepupCode = built("stepup-entry.js");
 
 function load(html, attrs) {
   const dom = new JSDOM(html, { url: "https://shop.test/p", runScripts: "dangerously" });
@@ -55,5 +57,23 @@ describe("the built file", () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(errors).toEqual([]);
     expect(warned.join()).toMatch(/^Activelead: /);
+  });
+});
+
+describe("the built step-up script", () => {
+  it("is under its 4 KB budget and adds no global", async () => {
+    expect(gzipSync(stepupCode, { level: 9 }).length).toBeLessThan(4096);
+    const data = { token: "s1.k.1.n.4.pk.b.c.1.m", difficulty: 4, fields: [["a", "1"]], report: {} };
+    const dom = new JSDOM(`<form id="activelead-stepup" method="post"></form>
+      <script type="application/json" id="activelead-stepup-data">${JSON.stringify(data)}</script>`,
+    { url: "https://shop.test/contact", runScripts: "dangerously" });
+    const sent = [];
+    dom.window.HTMLFormElement.prototype.submit = function () { sent.push([...new dom.window.FormData(this)]); };
+    const before = new Set(Object.keys(dom.window));
+    dom.window.eval(stepupCode);
+    await new Promise((r) => { const t = setInterval(() => { if (sent.length) { clearInterval(t); r(); } }, 5); });
+    expect(Object.keys(dom.window).filter((k) => !before.has(k))).toEqual([]);
+    expect(sent[0][0]).toEqual(["a", "1"]);
+    expect(sent[0][1][1]).toMatch(/^s1\..*~w=0,h=\d+,n=\d+,s=\d+$/);
   });
 });

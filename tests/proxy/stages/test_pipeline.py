@@ -8,10 +8,12 @@ from proxy.events import LogReporter
 from proxy.stages import build_pipeline, run_pipeline
 from proxy.stages.act import Act
 from proxy.stages.flow import Respond
+from proxy.stages.limit import Limit
 from proxy.stages.match import Match
 from proxy.stages.read import Read
 from proxy.stages.record import Record
 from proxy.stages.score import Score
+from proxy.stages.stepup import StepUp
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
 from rules import Engine, Scorer
@@ -35,7 +37,7 @@ def pipeline(engine: Engine, reporter: Collect) -> list[Any]:
 
 def test_order_is_declared_once(engine: Engine) -> None:
     kinds = [type(s) for s in pipeline(engine, Collect())]
-    assert kinds == [Match, Read, Token, Score, Act, Record]
+    assert kinds == [Match, Limit, Read, Token, Score, Act, StepUp, Record]
 
 
 async def test_unprotected_path_is_passthrough(engine: Engine) -> None:

@@ -262,6 +262,93 @@ def test_step_up_bad_config(kw: dict[str, int]) -> None:
         StepUp(**kw)
 
 
+# --- step-up challenges (s1): what the proxy asks of a review-band post ----------------------
+
+
+def step_up_value(signer: ChallengeSigner, elapsed_ms: float | None = 400, difficulty: int = 8,
+                  report: str = "w=0,h=0", solve: bool = True) -> str:
+    token = signer.issue_step_up("pk_live_1", ORIGIN, "/contact", difficulty, elapsed_ms).token
+    if solve:
+        report += f",n={solve_pow(token, difficulty)},s=90"
+    return f"{token}~{report}"
+
+
+def test_step_up_time_runs_from_the_start_of_the_form() -> None:
+    clock = Clock()
+    signer = make(clock)
+    value = step_up_value(signer, elapsed_ms=400)  # the first post came 0.4 s into the form
+    assert value.startswith("s1.") and value.split("~")[0].count(".") == 9
+    clock.now += 1.5  # the interstitial's proof-of-work
+    check = signer.check(value, site_key="pk_live_1", origin=ORIGIN, form="/contact")
+    assert check.state == "valid", check.reason
+    assert check.step_up and check.difficulty == 8 and check.pow_solved
+    assert check.elapsed_ms == 1900  # 0.4 s of filling-in + 1.5 s, not 1.5 s alone
+
+
+def test_step_up_without_a_known_start_has_no_time() -> None:
+    clock = Clock()
+    signer = make(clock)
+    value = step_up_value(signer, elapsed_ms=None)
+    clock.now += 1
+    check = signer.check(value)
+    assert check.state == "valid" and check.elapsed_ms is None  # no time trap either way
+
+
+def test_step_up_expires_from_its_issue_not_from_the_start() -> None:
+    clock = Clock()
+    signer = make(clock, ttl_s=60)
+    value = step_up_value(signer, elapsed_ms=3_600_000)  # a form left open for an hour
+    clock.now += 30
+    assert signer.check(value).state == "valid"
+    clock.now += 31
+    assert signer.check(value).state == "expired"
+
+
+def test_snippet_challenges_carry_their_difficulty() -> None:
+    signer = make()
+    assert signer.check(posted(signer)).difficulty == 0
+    plain = signer.check(posted(signer, difficulty=6))
+    assert (plain.difficulty, plain.step_up) == (6, False)
+
+
+@pytest.mark.parametrize(("mangle", "reason"), [
+    (lambda v: v.replace(",n=", ",x=", 1), "report"),  # unknown key
+    (lambda v: v.split(",n=")[0], "proof-of-work missing"),  # asked and not paid
+    (lambda v: v.replace("s1.", "c1.", 1), "not a challenge token"),  # passed off as the other kind
+    (lambda v: v.replace("~", ".~", 1), "not a challenge token"),
+    (lambda v: ".".join([*v.split(".")[:8], "1", *v.split(".")[9:]]), "bad signature"),  # moved
+    (lambda v: v.replace(".8.", ".1.", 1), "bad signature"),  # difficulty lowered
+])
+def test_forged_step_up_tokens_are_invalid(mangle: object, reason: str) -> None:
+    signer = make()
+    check = signer.check(mangle(step_up_value(signer)))  # type: ignore[operator]
+    assert check.state == "invalid" and reason in check.reason
+
+
+def test_a_snippet_challenge_cannot_pass_as_a_step_up() -> None:
+    signer = make()
+    token = signer.issue("pk_live_1", ORIGIN, "/contact", 8).token
+    parts = token.split(".")
+    forged = ".".join(["s1", *parts[1:8], "", parts[8]])
+    assert signer.check(forged).reason == "bad signature"
+
+
+async def test_step_up_tokens_are_single_use() -> None:
+    signer = make(Clock())
+    counters = MemoryCounters()
+    value = step_up_value(signer)
+    assert (await verify(signer, counters, value)).state == "valid"
+    again = await verify(signer, counters, value)
+    assert (again.state, again.pow_solved, again.difficulty) == ("replayed", False, 8)
+
+
+@pytest.mark.parametrize(("difficulty", "elapsed"), [(0, 10.0), (MAX_DIFFICULTY + 1, 10.0)])
+def test_step_up_needs_some_work(difficulty: int, elapsed: float) -> None:
+    with pytest.raises(ChallengeRequestError) as info:
+        make().issue_step_up("pk_1", ORIGIN, "/c", difficulty, elapsed)
+    assert info.value.code == "invalid_difficulty"
+
+
 async def test_single_use_across_replicas_through_redis() -> None:
     """Two proxy replicas share the replay set through a real redis-server."""
     from rules.counters import RedisCounters
