@@ -234,7 +234,7 @@ def main() -> int:
                            # one client IP: a limit that counts (its cost is measured) but
                            # never trips
                            "forms": [{"id": "contact", "path": "/contact",
-                                      "rate_limit": {"requests": 100_000_000}}]}],
+                                      "rate_limit": {"requests": 1_000_000}}]}],
             }))
             cpus = args.proxy_cpus if workers == 1 else f"{args.proxy_cpus},{args.load_cpus}"
             p = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)], cpus,

@@ -53,6 +53,7 @@ class Routing:
     resolver: ClientIpResolver
     signer: TokenSigner
     origin_ssl: dict[str, ssl.SSLContext | bool]
+    upstream_timeouts: dict[str, aiohttp.ClientTimeout]  # by site id, built once
     worker: int
     challenges: ChallengeSigner
     snippet_sites: dict[str, snippet_routes.SnippetSite]  # by site key
@@ -95,6 +96,14 @@ def _origin_ssl(site: Site) -> ssl.SSLContext | bool:
     return ctx
 
 
+def _upstream_timeout(site: Site) -> aiohttp.ClientTimeout:
+    # `total` is enforced around the wait for the response head (see _forward), so that a long
+    # download is bounded by `read_s` between reads, not by a total.
+    t = site.config.timeouts
+    return aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s,
+                                 sock_read=t.read_s)
+
+
 def _snippet_sites(sites: dict[str, Site]) -> dict[str, snippet_routes.SnippetSite]:
     out = {}
     for site in {s.id: s for s in sites.values()}.values():
@@ -118,6 +127,7 @@ def build_routing(settings: ProxySettings, worker: int = 0) -> Routing:
         resolver=ClientIpResolver(pc.trusted_proxies, pc.client_ip_headers),
         signer=TokenSigner(secret, pc.render_previous_secrets, pc.token_ttl_s),
         origin_ssl={s.id: _origin_ssl(s) for s in sites.values()},
+        upstream_timeouts={s.id: _upstream_timeout(s) for s in sites.values()},
         worker=worker,
         challenges=ChallengeSigner(
             challenge_secret(secret),
@@ -421,6 +431,7 @@ async def _forward(
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
     t = cfg.timeouts
+    routing = request.app[ROUTING]
     started = time.perf_counter()
     session = request.app[UPSTREAM]
     try:
@@ -428,10 +439,7 @@ async def _forward(
             upstream = await session.request(
                 request.method, URL(cfg.origin + request.raw_path, encoded=True),
                 headers=headers, data=data, allow_redirects=False,
-                ssl=request.app[ROUTING].origin_ssl[site.id],
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.read_s
-                ),
+                ssl=routing.origin_ssl[site.id], timeout=routing.upstream_timeouts[site.id],
             )
     except BodyTooLarge as exc:
         raise _too_large(exc.limit) from None
@@ -449,7 +457,7 @@ async def _forward(
         metrics.UPSTREAM_ERRORS.labels(site.id, "connect").inc()
         log.warning("origin of %s failed: %s: %s", site.id, type(exc).__name__, exc)
         raise ProxyError(502, "Bad Gateway: the site's server could not be reached.") from None
-    metrics.UPSTREAM_LATENCY.labels(site.id).observe(time.perf_counter() - started)
+    metrics.upstream_latency(site.id, time.perf_counter() - started)
     try:
         return await _relay(request, site, upstream, scored=scored, extra_down=extra)
     finally:

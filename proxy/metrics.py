@@ -98,6 +98,15 @@ def decision(site: str, form: str, action: str) -> None:
     _decision_child(site, form, action).inc()
 
 
+@functools.lru_cache(maxsize=1024)
+def _upstream_child(site: str) -> Any:
+    return UPSTREAM_LATENCY.labels(site)
+
+
+def upstream_latency(site: str, seconds: float) -> None:
+    _upstream_child(site).observe(seconds)
+
+
 def rate_limited(site: str, form: str) -> None:
     _rate_limited_child(site, form).inc()
 
