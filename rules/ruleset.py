@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,6 +190,59 @@ def compile_match(node: object, key: str = "match") -> Predicate:
         if fast is not None:
             return fast
     return _compile_op(op, value, get, f"{key}.{op}")
+
+
+def match_source(node: dict[str, Any], ns: dict[str, Any]) -> str:
+    """A Python expression over the facts `f` (with `g = f.get`) that decides exactly what
+    compile_match(node) decides, for a node compile_match has accepted. The common operators on
+    plain facts are written inline; anything else calls its compiled predicate. No value or name
+    from a rule is ever written into the source: each becomes a constant in `ns`."""
+
+    def const(value: Any) -> str:
+        name = f"_c{len(ns)}"
+        ns[name] = value
+        return name
+
+    if "all" in node or "any" in node:
+        kind = "all" if "all" in node else "any"
+        glue = " and " if kind == "all" else " or "
+        return "(" + glue.join(match_source(item, ns) for item in node[kind]) + ")"
+    if "not" in node:
+        return f"(not {match_source(node['not'], ns)})"
+    op = next(op for op in node if op != "fact")
+    value, fact = node[op], str(node["fact"])
+    if not fact.startswith("field."):
+        name = const(fact)
+        if op == "is" and (value is True or value is False):
+            return f"(g({name}) is {value!r})"
+        if op == "is":
+            return f"(g({name}) == {const(value)})"
+        if op == "exists":
+            return f"(g({name}) {'not in' if value else 'in'} _EMPTY)"
+        if op in ("gte", "lt") and isinstance(value, int | float) and not isinstance(value, bool):
+            sign = ">=" if op == "gte" else "<"
+            return f"(type(_v := g({name})) in _NUMBERS and _v {sign} {const(value)})"
+    return f"{const(compile_match(node))}(f)"
+
+
+def compile_evaluator(rules: Sequence[Rule]) -> Callable[[Facts], list[Rule]]:
+    """One generated function testing every rule in order: a call per rule and per condition
+    (lambdas nested in lambdas) was most of the engine's rule time. A rule whose expression
+    Python cannot compile (absurdly deep nesting) falls back to its predicate."""
+    ns: dict[str, Any] = {"_EMPTY": (None, "", False), "_NUMBERS": _NUMBERS}
+    lines = ["def evaluate(f):", "    g = f.get", "    out = []"]
+    for i, rule in enumerate(rules):
+        ns[f"_r{i}"] = rule
+        try:
+            expr = match_source(rule.doc.match, ns)
+            compile(expr, "<rule>", "eval")
+        except (SyntaxError, RecursionError, MemoryError, ValueError):
+            expr = f"_r{i}.predicate(f)"
+        lines += [f"    if {expr}:", f"        out.append(_r{i})"]
+    lines.append("    return out")
+    exec(compile("\n".join(lines), "<activelead rules>", "exec"), ns)  # noqa: S102 - see above
+    evaluate: Callable[[Facts], list[Rule]] = ns["evaluate"]
+    return evaluate
 
 
 def _fast_op(op: str, value: Any, name: str) -> Predicate | None:
