@@ -99,12 +99,17 @@ def strip(content_type: str, body: bytes, names: set[str]) -> bytes:
 # --- application/x-www-form-urlencoded ------------------------------------------------------
 
 
+def _unquote(raw: bytes) -> bytes:
+    if b"%" not in raw and b"+" not in raw:
+        return raw  # most names and many values: nothing to decode
+    return unquote_to_bytes(raw.replace(b"+", b" "))
+
+
 def _pairs(body: bytes) -> list[tuple[bytes, bytes, bytes]]:
     out = []
     for piece in body.split(b"&"):  # empty pieces are kept so that stripping loses no byte
         name, _, value = piece.partition(b"=")
-        out.append((piece, unquote_to_bytes(name.replace(b"+", b" ")),
-                    unquote_to_bytes(value.replace(b"+", b" "))))
+        out.append((piece, _unquote(name), _unquote(value)))
     return out
 
 
