@@ -46,19 +46,23 @@ BODY = {
     "formId": "contact",
     "fields": {"name": "Jane", "message": "Hello, could you send me a quote for 20 units?"},
 }
-VERDICT = {"traceId": "tr_0123456789abcdef01234567", "score": 0, "decision": "allowed",
-           "labels": [], "hits": [], "countryHint": "GB", "degraded": False, "elapsedUs": 80,
-           "isTest": False}
-
-
+VERDICT = {
+    "traceId": "tr_0123456789abcdef01234567",
+    "score": 0,
+    "decision": "allowed",
+    "labels": [],
+    "hits": [],
+    "countryHint": "GB",
+    "degraded": False,
+    "elapsedUs": 80,
+    "isTest": False,
+}
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 
 
 def serve_baseline(port: int) -> None:
@@ -76,18 +80,19 @@ def serve_baseline(port: int) -> None:
     # baseline has no access log, so the control API's includes that cost.
     import uvloop
 
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop())
 
 
-async def load(url: str, headers: dict[str, str], duration: float, concurrency: int,
-               body: dict[str, Any]) -> dict[str, float]:
+async def load(
+    url: str, headers: dict[str, str], duration: float, concurrency: int, body: dict[str, Any]
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     payload = json.dumps(body).encode()
     hdrs = {**headers, "Content-Type": "application/json"}
     stop = time.perf_counter() + duration
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < stop:
@@ -103,8 +108,13 @@ async def load(url: str, headers: dict[str, str], duration: float, concurrency: 
         elapsed = time.perf_counter() - started
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": q[49] * 1000,
-            "p99_ms": q[98] * 1000, "errors": errors}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "errors": errors,
+    }
 
 
 WRK_LUA = """
@@ -152,13 +162,15 @@ def wrk_load(url: str, key: str, duration: float, concurrency: int, rate: float 
         lua += WRK_RATE_LUA.replace("RATE", repr(float(rate)))
     script.write_text(lua)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script),
-         url], capture_output=True, text=True, check=True, env={**os.environ, "AL_KEY": key},
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "AL_KEY": key},
     ).stdout
 
     def ms(label: str) -> float:
-        value = next(line.split()[1] for line in out.splitlines()
-                     if line.strip().startswith(label))
+        value = next(line.split()[1] for line in out.splitlines() if line.strip().startswith(label))
         scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
         unit = value.lstrip("0123456789.")
         return float(value[: -len(unit)]) * scale[unit]
@@ -166,8 +178,7 @@ def wrk_load(url: str, key: str, duration: float, concurrency: int, rate: float 
     rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
     total = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
     errors = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
-    return {"requests": total, "rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
-            "errors": errors}
+    return {"requests": total, "rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"), "errors": errors}
 
 
 def edge_bodies(total: int, per_batch: int, run: int = 0) -> list[bytes]:
@@ -179,15 +190,24 @@ def edge_bodies(total: int, per_batch: int, run: int = 0) -> list[bytes]:
         for i in range(per_batch):
             trace = f"tr_bench{run}_{b:05d}_{i:05d}"
             n = b * per_batch + i
-            events.append({
-                "traceId": trace, "siteId": "s", "formId": "contact", "leadId": f"l{n}",
-                "receivedAt": f"2026-11-20T{10 + n // 3_600_000:02d}:{n // 60_000 % 60:02d}:"
-                              f"{n // 1000 % 60:02d}.{n % 1000:03d}Z",
-                "mode": "enforce", "action": "forwarded", "ip": "81.2.69.160",
-                "email": f"u{n}@example.org", "userAgent": "Mozilla/5.0",
-                "pageUrl": "https://shop.example/contact", "verdict": {**VERDICT, "traceId": trace},
-                "isTest": False,
-            })
+            events.append(
+                {
+                    "traceId": trace,
+                    "siteId": "s",
+                    "formId": "contact",
+                    "leadId": f"l{n}",
+                    "receivedAt": f"2026-11-20T{10 + n // 3_600_000:02d}:{n // 60_000 % 60:02d}:"
+                    f"{n // 1000 % 60:02d}.{n % 1000:03d}Z",
+                    "mode": "enforce",
+                    "action": "forwarded",
+                    "ip": "81.2.69.160",
+                    "email": f"u{n}@example.org",
+                    "userAgent": "Mozilla/5.0",
+                    "pageUrl": "https://shop.example/contact",
+                    "verdict": {**VERDICT, "traceId": trace},
+                    "isTest": False,
+                }
+            )
         bodies.append(json.dumps({"batchId": f"b{b}", "events": events}).encode())
     return bodies
 
@@ -200,8 +220,12 @@ async def edge_batches(base: str, token: str, bodies: list[bytes], per_batch: in
         sem = asyncio.Semaphore(4)
 
         async def send(b: int, body: bytes) -> None:
-            async with sem, s.post(f"{base}/v1/edge/events", data=body,
-                                   headers={**headers, "Idempotency-Key": f"bench-{b}"}) as r:
+            async with (
+                sem,
+                s.post(
+                    f"{base}/v1/edge/events", data=body, headers={**headers, "Idempotency-Key": f"bench-{b}"}
+                ) as r,
+            ):
                 answer = await r.json()
                 assert r.status == 200 and answer["accepted"] == per_batch, answer
 
@@ -224,17 +248,20 @@ def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
     from control_api.settings import ControlApiSettings
 
     port = free_port()
-    settings = ControlApiSettings(db=db, port=port, ingest_rate_per_key=10_000_000,
-                                  key_pepper="bench")
+    settings = ControlApiSettings(db=db, port=port, ingest_rate_per_key=10_000_000, key_pepper="bench")
     demo = cli.bootstrap_demo(settings, credits_amount=50_000_000)
     config = tmp / f"activelead-{port}.yaml"
     config.write_text(
-        f"control_api:\n  port: {port}\n  db: '{db}'\n  key_pepper: bench\n"
-        f"  ingest_rate_per_key: 10000000\n")
+        f"control_api:\n  port: {port}\n  db: '{db}'\n  key_pepper: bench\n  ingest_rate_per_key: 10000000\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-    proc = subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(config)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "control_api", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, timeout_s=30.0)
     return proc, port, demo
 
@@ -243,17 +270,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=1500.0,
-                        help="also measure latency at this steady offered load (req/s; wrk only; "
-                        "0 = skip)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run everything this many times (a fresh control API each time) "
-                        "and report medians")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1500.0,
+        help="also measure latency at this steady offered load (req/s; wrk only; 0 = skip)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run everything this many times (a fresh control API each time) and report medians",
+    )
     parser.add_argument("--edge-events", type=int, default=100_000)
-    parser.add_argument("--python-client", action="store_true",
-                        help="use the Python load generator even when wrk is installed")
-    parser.add_argument("--postgres", action="store_true",
-                        help="also run against a throwaway PostgreSQL server (Debian binaries)")
+    parser.add_argument(
+        "--python-client",
+        action="store_true",
+        help="use the Python load generator even when wrk is installed",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also run against a throwaway PostgreSQL server (Debian binaries)",
+    )
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -265,9 +304,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="al-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
     base_port = free_port()
-    baseline = subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(base_port)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    baseline = subprocess.Popen(
+        [sys.executable, __file__, "--serve-baseline", str(base_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     use_wrk = shutil.which("wrk") is not None and not args.python_client
     generator = "wrk" if use_wrk else "python aiohttp client"
     rate = args.rate if use_wrk else 0
@@ -300,21 +343,21 @@ def main() -> int:
         for run in range(args.repeat):
             rows.setdefault("baseline (bare aiohttp)", []).append(measure(base_port, "", baseline))
             if rate:
-                rows.setdefault(f"baseline @ {rate:.0f}/s", []).append(
-                    measure(base_port, "", baseline, rate))
+                rows.setdefault(f"baseline @ {rate:.0f}/s", []).append(measure(base_port, "", baseline, rate))
             for name, kind in targets:
                 db = str(tmp / f"bench-{run}.sqlite3") if kind == "sqlite" else fresh_pg_db(pg, run)
                 proc, port, demo = start_control_api(db, tmp)
                 try:
-                    rows.setdefault(f"/v1/ingest, {name}", []).append(
-                        measure(port, demo["apiKey"], proc))
+                    rows.setdefault(f"/v1/ingest, {name}", []).append(measure(port, demo["apiKey"], proc))
                     if rate:
                         rows.setdefault(f"/v1/ingest, {name} @ {rate:.0f}/s", []).append(
-                            measure(port, demo["apiKey"], proc, rate))
+                            measure(port, demo["apiKey"], proc, rate)
+                        )
                     bodies = edge_bodies(args.edge_events, 1000, run)
                     cpu0 = cpu_seconds(proc.pid)
-                    seconds = uvloop.run(edge_batches(
-                        f"http://127.0.0.1:{port}", demo["edgeToken"], bodies, 1000))
+                    seconds = uvloop.run(
+                        edge_batches(f"http://127.0.0.1:{port}", demo["edgeToken"], bodies, 1000)
+                    )
                     edges.setdefault(name, []).append((seconds, cpu_seconds(proc.pid) - cpu0))
                 finally:
                     proc.terminate()
@@ -326,34 +369,44 @@ def main() -> int:
         if pg is not None:
             pg.stop()
     load_text = " → ".join(f"{x[0]:.2f}" for x in loads)
-    print(f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
-          f"repeat={args.repeat} (medians) load generator: {generator}; each server in its own "
-          f"process; 1-min load average before/after each run: {load_text}")
-    print(f"{'target':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-          f"{'server CPU ms/req':>19}   runs (req/s)")
+    print(
+        f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
+        f"repeat={args.repeat} (medians) load generator: {generator}; each server in its own "
+        f"process; 1-min load average before/after each run: {load_text}"
+    )
+    print(
+        f"{'target':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'server CPU ms/req':>19}   runs (req/s, p99 ms)"
+    )
 
     def med(results: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in results)
 
     for name, results in rows.items():
-        runs = " ".join(f"{r['rps']:.0f}" for r in results)
-        print(f"{name:<32}{med(results, 'rps'):>9.0f}{med(results, 'p50_ms'):>9.2f}"
-              f"{med(results, 'p99_ms'):>9.2f}{med(results, 'errors'):>8.0f}"
-              f"{med(results, 'cpu_ms'):>19.3f}   {runs}")
+        runs = " ".join(f"{r['rps']:.0f}/{r['p99_ms']:.1f}" for r in results)
+        print(
+            f"{name:<32}{med(results, 'rps'):>9.0f}{med(results, 'p50_ms'):>9.2f}"
+            f"{med(results, 'p99_ms'):>9.2f}{med(results, 'errors'):>8.0f}"
+            f"{med(results, 'cpu_ms'):>19.3f}   {runs}"
+        )
     base = rows["baseline (bare aiohttp)"]
     for name, results in rows.items():
         if name.startswith("/v1/ingest") and "@" not in name:
             cpu = med(results, "cpu_ms")
-            print(f"{name}: {med(results, 'rps') / med(base, 'rps'):.2f} of baseline throughput; "
-                  f"one core would serve ~{1000 / cpu:.0f} req/s (server CPU only, no load "
-                  f"generator)")
+            print(
+                f"{name}: {med(results, 'rps') / med(base, 'rps'):.2f} of baseline throughput; "
+                f"one core would serve ~{1000 / cpu:.0f} req/s (server CPU only, no load "
+                f"generator)"
+            )
     for name, timings in edges.items():
         wall = statistics.median(t[0] for t in timings)
         cpu = statistics.median(t[1] for t in timings)
         runs = " ".join(f"{t[0]:.2f}" for t in timings)
-        print(f"edge batches, {name}: {args.edge_events} events in {wall:.2f} s median "
-              f"({args.edge_events / wall:.0f} events/s, batches of 1000; server CPU {cpu:.2f} s; "
-              f"runs: {runs})")
+        print(
+            f"edge batches, {name}: {args.edge_events} events in {wall:.2f} s median "
+            f"({args.edge_events / wall:.0f} events/s, batches of 1000; server CPU {cpu:.2f} s; "
+            f"runs: {runs})"
+        )
     return 0
 
 

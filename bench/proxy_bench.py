@@ -5,8 +5,8 @@
 Starts an origin (an nginx that answers every request itself, so it is never the bottleneck),
 nginx as a reverse proxy (1 worker), mitmdump in reverse mode, a bare aiohttp proxy (the floor:
 bench/aiohttp_floor.py), `activelead proxy` with 1 and 2 workers and Redis counters, and drives
-each with `wrk`; the latency that scoring adds is measured with `hey` at a fixed half-saturation
-rate. Proxy processes are pinned to the CPUs
+each with `wrk`; the latency that scoring adds is measured at a fixed half-saturation rate
+(bench/fixedrate.py, open loop). Proxy processes are pinned to the CPUs
 given by --proxy-cpus and wrk + origin to --load-cpus, so load generator and proxy share the
 machine the same way for every contender. Prints requests/s, p50/p99 and ratios. Not a test:
 figures, no assertions.
@@ -15,6 +15,7 @@ figures, no assertions.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -78,6 +79,42 @@ http {{
     return conf
 
 
+def start_origin_and_redis(procs: Procs, work: Path, cpus: str) -> tuple[int, int]:
+    """An nginx origin that answers every request itself, and a redis-server: (ports)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    origin_port, redis_port = free_port(), free_port()
+    conf = nginx_conf(work, "origin", f"""
+  server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
+    location / {{ return 200 "hello from the origin\\n"; }} }}""")
+    procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], cpus, work / "origin.log")
+    procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no"], cpus, work / "redis.log")
+    wait_for_port(origin_port, timeout_s=30.0)
+    wait_for_port(redis_port, timeout_s=30.0)
+    return origin_port, redis_port
+
+
+def proxy_config(path: Path, *, port: int, workers: int, state: Path, origin_port: int,
+                 redis_port: int, **proxy: object) -> Path:
+    """`activelead proxy` in monitor mode, Redis counters, events spooled for a control API that
+    is down (they pile up on disk), one form whose per-IP limit counts but never trips."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "proxy": {"host": "127.0.0.1", "port": port, "admin_port": free_port(),
+                  "workers": workers, "state_dir": str(state),
+                  "render_secret": "bench-secret-0123456789",
+                  "control_api": {"url": f"http://127.0.0.1:{free_port()}", "edge_token": "x",
+                                  "flush_interval_s": 5}, **proxy},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+        "sites": [{"id": "bench", "hosts": ["site.test"],
+                   "origin": f"http://127.0.0.1:{origin_port}", "mode": "monitor",
+                   "forms": [{"id": "contact", "path": "/contact",
+                              "rate_limit": {"requests": 1_000_000}}]}],
+    }))
+    return path
+
+
 def wrk(url: str, cpus: str, duration: int, connections: int, post: bool, host: str,
         work: Path) -> tuple[float, float, float]:
     cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
@@ -107,22 +144,16 @@ def wrk(url: str, cpus: str, duration: int, connections: int, post: bool, host: 
     return rps, pct("50"), pct("99")
 
 
-def hey(url: str, cpus: str, rate: float, seconds: int, host: str) -> tuple[float, float, float]:
-    """A fixed request rate (wrk cannot hold one): 8 workers of rate/8 each. (rps, p50, p99)."""
-    workers = 8
-    cmd = ["taskset", "-c", cpus, "hey", "-z", f"{seconds}s", "-c", str(workers),
-           "-q", f"{max(rate / workers, 1):.0f}", "-m", "POST", "-host", host,
-           "-T", "application/x-www-form-urlencoded", "-H", f"User-Agent: {UA}",
-           "-H", "Accept-Language: en-GB,en;q=0.9", "-d", POST_BODY, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}% in ([\d.]+) secs", out)
-        assert m, out
-        return float(m.group(1)) * 1000
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, pct("50"), pct("99")
+def fixed_rate(url: str, cpus: str, rate: float, seconds: int,
+               host: str) -> tuple[float, float, float]:
+    """Evenly spaced requests at `rate` (bench/fixedrate.py, open loop). (rps, p50, p99)."""
+    cmd = ["taskset", "-c", cpus, sys.executable, str(ROOT / "bench" / "fixedrate.py"), url,
+           "--rate", f"{rate:.0f}", "--seconds", str(seconds), "--post", POST_BODY,
+           "--header", f"Host: {host}", "--header", f"User-Agent: {UA}",
+           "--header", "Accept-Language: en-GB,en;q=0.9",
+           "--header", "Content-Type: application/x-www-form-urlencoded"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return float(out["rate"]), float(out["p50"]), float(out["p99"])
 
 
 def rss_mb(pid: int) -> float:
@@ -156,17 +187,7 @@ def main() -> int:
     mem: dict[str, float] = {}
     halves: dict[str, str] = {}
     try:
-        origin_port = free_port()
-        conf = nginx_conf(work, "origin", f"""
-  server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-    location / {{ return 200 "hello from the origin\\n"; }} }}""")
-        procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], args.load_cpus,
-                    work / "origin.log")
-        wait_for_port(origin_port, timeout_s=30.0)
-        redis_port = free_port()
-        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no"], args.load_cpus, work / "redis.log")
-        wait_for_port(redis_port, timeout_s=30.0)
+        origin_port, redis_port = start_origin_and_redis(procs, work, args.load_cpus)
 
         def run(name: str, port: int, path: str, post: bool, host: str = "site.test",
                 connections: int = args.connections) -> None:
@@ -217,25 +238,11 @@ def main() -> int:
         run("bare aiohttp proxy (floor) POST", floor_port, "/contact", True)
         procs.stop(p)
 
-        import yaml
-
         for workers in (1, 2):
-            port, admin = free_port(), free_port()
-            cfg = work / f"activelead-{workers}.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "proxy": {"host": "127.0.0.1", "port": port, "admin_port": admin,
-                          "workers": workers, "state_dir": str(work / f"state{workers}"),
-                          "render_secret": "bench-secret-0123456789",
-                          "control_api": {"url": f"http://127.0.0.1:{free_port()}",
-                                          "edge_token": "x", "flush_interval_s": 5}},
-                "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
-                "sites": [{"id": "bench", "hosts": ["site.test"],
-                           "origin": f"http://127.0.0.1:{origin_port}", "mode": "monitor",
-                           # one client IP: a limit that counts (its cost is measured) but
-                           # never trips
-                           "forms": [{"id": "contact", "path": "/contact",
-                                      "rate_limit": {"requests": 1_000_000}}]}],
-            }))
+            port = free_port()
+            cfg = proxy_config(work / f"activelead-{workers}.yaml", port=port, workers=workers,
+                               state=work / f"state{workers}", origin_port=origin_port,
+                               redis_port=redis_port)
             cpus = args.proxy_cpus if workers == 1 else f"{args.proxy_cpus},{args.load_cpus}"
             p = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)], cpus,
                             work / f"activelead-{workers}.log", env=env)
@@ -250,8 +257,8 @@ def main() -> int:
                 half = results[f"{label} POST scored (rules + Redis)"][0] / 2
                 for name, path in (("pass-through", "/other"), ("scored", "/contact")):
                     key = f"{label} POST {name} at {half:.0f}/s (half saturation)"
-                    results[key] = hey(f"http://127.0.0.1:{port}{path}", args.load_cpus, half,
-                                       args.duration, "site.test")
+                    results[key] = fixed_rate(f"http://127.0.0.1:{port}{path}", args.load_cpus,
+                                              half, args.duration, "site.test")
                     rps, p50, p99 = results[key]
                     print(f"  {key:<44} {rps:>10.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms",
                           flush=True)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.proxy_bench import Procs, nginx_conf, rss_mb
+from bench.proxy_bench import Procs, proxy_config, rss_mb, start_origin_and_redis
 from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,37 +56,14 @@ def main() -> int:
     ap.add_argument("--proxy-cpus", default="0")
     ap.add_argument("--load-cpus", default="1")
     args = ap.parse_args()
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="activelead-soak-"))
     procs = Procs()
     try:
-        origin_port = free_port()
-        conf = nginx_conf(work, "origin", f"""
-  server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-    location / {{ return 200 "hello from the origin\\n"; }} }}""")
-        procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], args.load_cpus,
-                    work / "origin.log")
-        redis_port = free_port()
-        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no"], args.load_cpus, work / "redis.log")
-        wait_for_port(origin_port, timeout_s=30.0)
-        wait_for_port(redis_port, timeout_s=30.0)
-        import yaml
-
+        origin_port, redis_port = start_origin_and_redis(procs, work, args.load_cpus)
         port = free_port()
-        cfg = work / "activelead.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "proxy": {"host": "127.0.0.1", "port": port, "admin_port": free_port(), "workers": 1,
-                      "state_dir": str(work / "state"), "trusted_proxies": ["127.0.0.0/8"],
-                      "render_secret": "bench-secret-0123456789",
-                      "control_api": {"url": f"http://127.0.0.1:{free_port()}",
-                                      "edge_token": "x", "flush_interval_s": 5}},
-            "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
-            "sites": [{"id": "soak", "hosts": ["site.test"],
-                       "origin": f"http://127.0.0.1:{origin_port}", "mode": "monitor",
-                       "forms": [{"id": "contact", "path": "/contact",
-                                  "rate_limit": {"requests": 1_000_000}}]}],
-        }))
+        cfg = proxy_config(work / "activelead.yaml", port=port, workers=1, state=work / "state",
+                           origin_port=origin_port, redis_port=redis_port,
+                           trusted_proxies=["127.0.0.0/8"])
         proc = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)],
                            args.proxy_cpus, work / "proxy.log",
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
