@@ -1,7 +1,8 @@
 """Accounts and sessions: sign-up, sign-in, sign-out, password change, the audit log view.
 
-Errors are generic on purpose: sign-in says "invalid e-mail or password" whether or not the
-account exists, and spends the same argon2 time either way.
+Answers are generic on purpose: sign-up answers the same 202 whether or not the address already
+has an account (and never touches an existing one), sign-in says "invalid e-mail or password"
+whether or not the account exists, and both spend the same argon2 time either way.
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ async def _verify(request: web.Request, stored: str, password: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(None, verify)
 
 
+# The one answer sign-up gives, whether or not the address already has an account: same status,
+# same body, no cookie. A new account is used by signing in, like an existing one.
+SIGNUP_ACCEPTED = {
+    "status": "ok",
+    "message": (
+        "If this address can be registered, its account now exists with this password: sign in"
+        " (POST /v1/session) to continue. An address that already has an account is left unchanged."
+    ),
+}
+
+
 @routes.post("/v1/accounts")
 async def sign_up(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
@@ -108,47 +120,39 @@ async def sign_up(request: web.Request) -> web.Response:
     body = require_object(await read_json(request, max_bytes=16 * 1024))
     email = normalise_email(body.get("email"))
     password = check_password(body.get("password"))
+    # Hashed before we know whether the address is taken, so both paths spend the same argon2
+    # time; the database work that differs after it is a few inserts (microseconds on SQLite).
     password_hash = await _hash(request, password)
     account_id = new_id("acc")
     actor = audit.Actor.of(request, account_id, f"account:{account_id}")
     initial = services.settings.initial_credits
 
-    def create(conn: Conn) -> tuple[str, str] | None:
-        existing = conn.execute("SELECT id FROM accounts WHERE email = ?", (email,)).fetchone()
-        if existing is not None:
-            # The owner sees in the audit log that someone tried to register their address.
-            audit.record(
-                conn,
-                dataclasses.replace(actor, account_id=existing[0], actor="anonymous"),
-                "signup.duplicate",
-            )
-            return None
+    def create(conn: Conn) -> None:
         now = now_ms()
-        conn.execute(
+        # ON CONFLICT: two sign-ups racing for one new address create it once, on SQLite and on
+        # PostgreSQL alike (a unique violation there would be a 500 that tells them apart).
+        inserted = conn.execute(
             "INSERT INTO accounts (id, email, password_hash, created_at, password_changed_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
             (account_id, email, password_hash, now, now),
-        )
+        ).rowcount
+        if inserted != 1:
+            # The existing account is not touched (no new password, no session for whoever
+            # asked); its owner sees the attempt in the audit log.
+            (existing,) = conn.execute("SELECT id FROM accounts WHERE email = ?", (email,)).fetchone()
+            audit.record(
+                conn, dataclasses.replace(actor, account_id=existing, actor="anonymous"), "signup.duplicate"
+            )
+            return
         from control_api.credits import add_entry
 
         conn.execute("INSERT INTO credit_balances (account_id, balance) VALUES (?, 0)", (account_id,))
         if initial:
             add_entry(conn, account_id, "grant", initial, note="sign-up grant")
         audit.record(conn, actor, "account.created")
-        return _start_session(conn, account_id, services.settings.session_ttl_s)
 
-    started = await services.db.write(create)
-    if started is None:
-        # Sign-up cannot hide that an address is taken without e-mail verification: a success
-        # hands out a working session, which an existing address must never get, so a follow-up
-        # GET /v1/session would tell the cases apart whatever this answer looked like. Keep the
-        # wording neutral, spend the same argon2 time (hashed above), limit per client IP, and
-        # tell the owner through the audit log.
-        raise ApiError(409, "signup_failed", "could not create an account with these details")
-    token, csrf = started
-    response = web.json_response({"account": account_json(account_id, email), "csrfToken": csrf}, status=201)
-    _set_cookie(request, response, token)
-    return response
+    await services.db.write(create)
+    return web.json_response(SIGNUP_ACCEPTED, status=202)
 
 
 @routes.post("/v1/session")
@@ -174,10 +178,8 @@ async def sign_in(request: web.Request) -> web.Response:
             "SELECT id, password_hash FROM accounts WHERE email = ?", (email,)
         ).fetchone()
     )
-    if services.dummy_hash is None:
-        # Unknown accounts are checked against a hash made with the same parameters, so the
-        # answer takes as long as for a real account.
-        services.dummy_hash = await _hash(request, secrets.token_urlsafe(16))
+    # Unknown accounts are checked against a hash made at start-up with the same parameters, so
+    # the answer takes as long as for a real account (from the first request on).
     stored = row["password_hash"] if row is not None else services.dummy_hash
     ok = await _verify(request, stored, password) and row is not None
     account_id = row["id"] if row is not None else None

@@ -55,6 +55,7 @@ def create_app(settings: ControlApiSettings, *, engine: Engine | None = None) ->
         await db.open()
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else MemoryCounters()
         services = Services(settings=settings, db=db, counters=counters)
+        await services.prepare()
         app[SERVICES] = services
         yield
         await services.drain()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import secrets
 import sys
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     # blocking call; with the default 5 ms switch interval a busy event loop can make them wait
     # that long each time. 0.5 ms keeps those hand-offs short.
     sys.setswitchinterval(0.0005)
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_heap)  # after every cleanup context has started
     web.run_app(
-        create_app(settings),
+        app,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         host=settings.host,
         port=settings.port,
@@ -71,6 +74,16 @@ def run(args: argparse.Namespace) -> int:
         loop=_new_loop(),
     )
     return 0
+
+
+async def _freeze_startup_heap(app: web.Application) -> None:
+    """Move what start-up built (the scoring data, compiled rules, modules: tens of thousands of
+    long-lived objects) out of the garbage collector's generations. Otherwise the first
+    collections that reach them, while serving, walk all of them at once: a 40-50 ms stall of
+    the event loop measured at 1500 ingest req/s, and a full collection later is as long. They
+    live as long as the process, so there is nothing to collect in them anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,9 @@ class Services:
     scoring: ScoringService | None = None
     webhook_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     project_cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
-    dummy_hash: str | None = None
+    # argon2 hash of a random password, made at start-up (prepare()): sign-in checks unknown
+    # accounts against it so they take as long as real ones.
+    dummy_hash: str = ""
     _touch: set[tuple[str, str]] = field(default_factory=set)
     _touch_task: asyncio.Task[None] | None = None
 
@@ -47,6 +50,12 @@ class Services:
         self.client_ips = ClientIpResolver(self.settings.trusted_proxies, self.settings.client_ip_headers)
         self.limiter = RateLimiter(self.counters)
         self.hasher = make_hasher(self.settings)
+
+    async def prepare(self) -> None:
+        """Start-up work that must not wait for the first request (argon2 is tens of ms)."""
+        self.dummy_hash = await asyncio.get_running_loop().run_in_executor(
+            None, self.hasher.hash, secrets.token_urlsafe(16)
+        )
 
     def touch_key(self, kind: str, key_id: str) -> None:
         """Record last-used for `key_id` soon, off the request path and batched."""

@@ -339,7 +339,7 @@ async def score_and_record(
     if queued:  # wake the worker only when there is something to send
         services.webhook_wakeup.set()
     metrics = request.app[METRICS]
-    metrics.decisions.labels(source, verdict.decision).inc()
+    metrics.observe_scored(source, verdict.decision)
     if charge:
         metrics.credits_used.inc()
     return verdict, answer

@@ -57,6 +57,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._scored: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request; the labelled children are looked up once per (method, route,
@@ -72,6 +73,13 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_scored(self, source: str, decision: str) -> None:
+        """Count one scored submission (the child looked up once per source and decision)."""
+        child = self._scored.get((source, decision))
+        if child is None:
+            child = self._scored[(source, decision)] = self.decisions.labels(source, decision)
+        child.inc()
 
 
 METRICS = web.AppKey("metrics", Metrics)

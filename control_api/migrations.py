@@ -1,12 +1,18 @@
 """Versioned schema migrations: an ordered list, each applied once in its own transaction.
 
-Why not Alembic: it needs SQLAlchemy as the connection layer, and this service speaks DB-API
-directly. The runner below is the small part of Alembic we need (ordered versions recorded in a
-table, each in a transaction, refusing a database newer than the code). Append migrations; never
-edit one that has shipped. Times are integer milliseconds since the epoch (UTC), sortable and
-portable to PostgreSQL's BIGINT. The DDL is written once, in SQLite's words; control_api.pg maps
-the two that differ (AUTOINCREMENT keys, INTEGER width) for PostgreSQL, where an advisory lock
-lets only one of several starting processes migrate.
+A hand-written runner, not a library: Alembic needs SQLAlchemy as the connection layer (this
+service speaks DB-API), and yoyo-migrations, which speaks DB-API, was tried and does not meet
+what this runner guarantees without overriding its internals (see control_api/README.md,
+"Migrations": it applies a migration and records it in two transactions, its lock is a row that
+outlives a killed process, it opens its own connections and ignores unknown applied migrations).
+
+The runner: ordered versions recorded in `schema_migrations`, each migration and its record in
+one transaction (a failed or interrupted one leaves nothing behind), a database newer than the
+code refused. Append migrations; never edit one that has shipped. Times are integer milliseconds
+since the epoch (UTC), sortable and portable to PostgreSQL's BIGINT. The DDL is written once, in
+SQLite's words; control_api.pg maps the two that differ (AUTOINCREMENT keys, INTEGER width) for
+PostgreSQL, where an advisory lock lets only one of several starting processes migrate (on
+SQLite, the version is read again under the write lock).
 """
 
 from __future__ import annotations
@@ -233,8 +239,12 @@ def _migrate(conn: Conn) -> int:
     version = current_version(conn)
     latest = MIGRATIONS[-1][0]
     if version > latest:
+        row = conn.execute(
+            "SELECT description FROM schema_migrations WHERE version = ?", (version,)
+        ).fetchone()
         raise MigrationError(
-            f"database schema is version {version}, newer than this code's {latest}; upgrade the code"
+            f"database schema is version {version} ({row[0] if row else '?'}), newer than this"
+            f" code's {latest}: it was migrated by a newer release; run that release (or newer)"
         )
     for number, description, sql in MIGRATIONS:
         if number <= version:
@@ -242,12 +252,25 @@ def _migrate(conn: Conn) -> int:
         # executescript() would COMMIT on its own; run statements one by one in our transaction.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the write lock: another connection (the `credits grant` CLI
+            # starting next to the server on one SQLite file) may have applied it meanwhile.
+            applied = current_version(conn)
+            if applied >= number:
+                conn.execute("ROLLBACK")
+                version = applied
+                continue
             for statement in _statements(sql):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                 (number, description, int(time.time() * 1000)),
             )
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            raise MigrationError(
+                f"migration {number} ({description}) failed and was rolled back, the database is"
+                f" still at version {version}: {exc}"
+            ) from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -18,6 +18,8 @@ def _op(
     responses: dict[str, str] | None = None,
     params: list[dict[str, Any]] | None = None,
     plain_errors: bool = False,
+    ok: dict[str, Any] | None = None,
+    description: str | None = None,
 ) -> dict[str, Any]:
     schemes: dict[str, list[dict[str, list[str]]]] = {
         "key": [{"apiKey": []}],
@@ -30,8 +32,10 @@ def _op(
     op: dict[str, Any] = {
         "summary": summary,
         "security": security,
-        "responses": {"200": {"description": "OK"}},
+        "responses": ok or {"200": {"description": "OK"}},
     }
+    if description:
+        op["description"] = description
     for status, text in (responses or {}).items():
         op["responses"][status] = {"description": text}
     error_content = (
@@ -88,7 +92,25 @@ PATHS: dict[str, dict[str, Any]] = {
             body="json",
         )
     },
-    "/v1/accounts": {"post": _op("Sign up", "none", body="json", responses={"201": "Created"})},
+    "/v1/accounts": {
+        "post": _op(
+            "Sign up",
+            "none",
+            description="{email, password}. The same 202 answer whether or not the address already"
+            " has an account: an existing account is left unchanged (its owner's audit log records"
+            " the attempt). No session is started: sign in with POST /v1/session.",
+            body="json",
+            responses={"429": "Too many sign-ups from this client IP (Retry-After)"},
+            ok={
+                "202": {
+                    "description": "Accepted (whatever the address)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SignUpAccepted"}}
+                    },
+                }
+            },
+        )
+    },
     "/v1/session": {
         "get": _op("Current session and CSRF token", "session"),
         "post": _op("Sign in", "none", body="json"),
@@ -210,6 +232,12 @@ DOCUMENT: dict[str, Any] = {
             },
         },
         "schemas": {
+            "SignUpAccepted": {
+                "type": "object",
+                "required": ["status", "message"],
+                "properties": {"status": {"const": "ok"}, "message": {"type": "string"}},
+                "additionalProperties": False,
+            },
             "Error": {
                 "type": "object",
                 "required": ["error"],
@@ -228,7 +256,7 @@ DOCUMENT: dict[str, Any] = {
                         },
                     }
                 },
-            }
+            },
         },
     },
 }

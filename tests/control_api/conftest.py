@@ -66,8 +66,9 @@ class Account:
         return body
 
     async def key(self, project_id: str, kind: str = "live") -> str:
-        resp = await self.client.post(f"/v1/projects/{project_id}/keys",
-                                      json={"name": "k", "kind": kind}, headers=self.h())
+        resp = await self.client.post(
+            f"/v1/projects/{project_id}/keys", json={"name": "k", "kind": kind}, headers=self.h()
+        )
         assert resp.status == 201, await resp.text()
         key: str = (await resp.json())["key"]
         return key
@@ -85,7 +86,8 @@ def settings(tmp_path: Path) -> ControlApiSettings:
 async def make_client(aiohttp_client: Any, tmp_path: Path) -> ClientFactory:
     async def make(**overrides: Any) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = await aiohttp_client(
-            create_app(make_settings(tmp_path, **overrides), engine=shared_engine()))
+            create_app(make_settings(tmp_path, **overrides), engine=shared_engine())
+        )
         return client
 
     return make
@@ -96,10 +98,14 @@ async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
     return await make_client()
 
 
-async def sign_up(client: TestClient[Any, Any], email: str = "owner@example.com",
-                  password: str = "correct horse battery") -> Account:
+async def sign_up(
+    client: TestClient[Any, Any], email: str = "owner@example.com", password: str = "correct horse battery"
+) -> Account:
+    """Sign up (202, no session: the same answer as for a taken address), then sign in."""
     resp = await client.post("/v1/accounts", json={"email": email, "password": password})
-    assert resp.status == 201, await resp.text()
+    assert resp.status == 202, await resp.text()
+    resp = await client.post("/v1/session", json={"email": email, "password": password})
+    assert resp.status == 200, await resp.text()
     body = await resp.json()
     return Account(client, email, password, body["csrfToken"], body["account"]["id"])
 

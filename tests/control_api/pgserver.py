@@ -31,27 +31,41 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _as_postgres(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
 
     def start(self) -> None:
         if self.bin is None:
             raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
         shutil.chown(self.base, "postgres", "postgres")
         data = self.base / "data"
-        self._as_postgres(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                          "postgres", "--no-sync")
         self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.base / "log"), "-w",
-            "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off "
+            str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off",
-            "start")
+            "start",
+        )
         wait_for_port(self.port)
 
     def stop(self) -> None:
         if self.bin is not None and (self.base / "data" / "postmaster.pid").exists():
-            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m",
-                              "immediate", "-w", "stop")
+            self._as_postgres(
+                str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m", "immediate", "-w", "stop"
+            )
         shutil.rmtree(self.base, ignore_errors=True)
 
 

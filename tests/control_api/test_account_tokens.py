@@ -28,14 +28,16 @@ async def test_account_token_manages_projects_without_cookie_or_csrf(
     assert (await bare.get("/v1/events", headers=auth)).status == 200
     assert "ledger" in await (await bare.get("/v1/credits", headers=auth)).json()
     # Not for: minting more tokens, changing the password, signing out.
-    for method, path in (("POST", "/v1/account/tokens"), ("POST", "/v1/account/password"),
-                         ("DELETE", "/v1/session")):
+    for method, path in (
+        ("POST", "/v1/account/tokens"),
+        ("POST", "/v1/account/password"),
+        ("DELETE", "/v1/session"),
+    ):
         resp = await bare.request(method, path, json={"name": "x"}, headers=auth)
         assert resp.status == 403, path
         assert (await api_error(resp))["code"] == "session_required"
     entries = (await (await client.get("/v1/audit")).json())["entries"]
-    assert any(e["actor"] == f"token:{created['id']}" and e["action"] == "project.created"
-               for e in entries)
+    assert any(e["actor"] == f"token:{created['id']}" and e["action"] == "project.created" for e in entries)
     listed = (await (await client.get("/v1/account/tokens")).json())["tokens"]
     assert [t["id"] for t in listed] == [created["id"]] and token not in str(listed)
     # Revoked: refused at once.
@@ -51,8 +53,7 @@ async def test_account_token_is_scoped_to_its_account_and_not_an_api_key(
     pid_a = (await owner.project())["id"]
     other = await aiohttp_client(client.server)
     mallory = await sign_up(other, "mallory@example.com")
-    token = (await (await other.post("/v1/account/tokens", json={},
-                                     headers=mallory.h())).json())["token"]
+    token = (await (await other.post("/v1/account/tokens", json={}, headers=mallory.h())).json())["token"]
     auth = {"Authorization": f"Bearer {token}"}
     bare = await aiohttp_client(client.server)
     assert (await bare.get(f"/v1/projects/{pid_a}", headers=auth)).status == 404

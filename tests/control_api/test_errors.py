@@ -20,12 +20,21 @@ async def test_every_kind_of_failure_has_the_nested_shape(client: TestClient[Any
         (await client.get("/v1/nothing-here"), 404, "not_found"),
         (await client.put("/v1/session"), 405, "method_not_allowed"),
         (await client.post("/v1/ingest", json={}), 401, "missing_credentials"),
-        (await client.post("/v1/accounts", data=b"{", headers={"Content-Type": "application/json"}),
-         400, "invalid_json"),
-        (await client.post("/v1/accounts", data=b"x", headers={"Content-Type": "text/plain"}),
-         415, "unsupported_media_type"),
-        (await client.post("/v1/accounts", json={"email": "nope", "password": "x" * 12}),
-         400, "invalid_email"),
+        (
+            await client.post("/v1/accounts", data=b"{", headers={"Content-Type": "application/json"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            await client.post("/v1/accounts", data=b"x", headers={"Content-Type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            await client.post("/v1/accounts", json={"email": "nope", "password": "x" * 12}),
+            400,
+            "invalid_email",
+        ),
     ]
     for resp, status, code in cases:
         assert resp.status == status, await resp.text()
@@ -76,11 +85,22 @@ def test_openapi_error_schema_matches_the_answers() -> None:
 
 async def test_akismet_endpoints_answer_errors_in_plain_text(client: TestClient[Any, Any]) -> None:
     cases = [
-        (await client.post("/1.1/comment-check", data=b'{"api_key": "x"}',
-                           headers={"Content-Type": "application/json"}), 415, "unsupported_media_type"),
-        (await client.post("/1.1/comment-check", data=b"api_key=%FF",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"}),
-         400, "invalid_encoding"),
+        (
+            await client.post(
+                "/1.1/comment-check", data=b'{"api_key": "x"}', headers={"Content-Type": "application/json"}
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            await client.post(
+                "/1.1/comment-check",
+                data=b"api_key=%FF",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            400,
+            "invalid_encoding",
+        ),
         (await client.put("/1.1/verify-key"), 405, "method_not_allowed"),
     ]
     for resp, status, code in cases:

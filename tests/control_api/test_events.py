@@ -20,19 +20,24 @@ async def seeded(client: TestClient[Any, Any], n: int = 12) -> tuple[Account, st
     """`n` events via an edge batch: alternating decisions, two forms, hours apart."""
     owner = await sign_up(client)
     pid = (await owner.project())["id"]
-    edge = {"Authorization": f"Bearer {await owner.key(pid, 'edge')}",
-            "Idempotency-Key": "seed"}
+    edge = {"Authorization": f"Bearer {await owner.key(pid, 'edge')}", "Idempotency-Key": "seed"}
     events = []
     for i in range(n):
         decision = ("allowed", "review", "blocked")[i % 3]
-        events.append(event(i, receivedAt=f"2026-11-{10 + i // 6:02d}T{i % 24:02d}:00:00Z",
-                            formId="signup" if i % 2 else "contact",
-                            email="=HYPERLINK(\"http://x\")@evil.example" if i == 0
-                            else f"u{i}@example.com",
-                            verdict={"score": 10 * (i % 3) * 4, "decision": decision,
-                                     "labels": ["tor_exit"] if decision == "blocked" else []}))
-    resp = await client.post("/v1/edge/events", json={"batchId": "seed", "events": events},
-                             headers=edge)
+        events.append(
+            event(
+                i,
+                receivedAt=f"2026-11-{10 + i // 6:02d}T{i % 24:02d}:00:00Z",
+                formId="signup" if i % 2 else "contact",
+                email='=HYPERLINK("http://x")@evil.example' if i == 0 else f"u{i}@example.com",
+                verdict={
+                    "score": 10 * (i % 3) * 4,
+                    "decision": decision,
+                    "labels": ["tor_exit"] if decision == "blocked" else [],
+                },
+            )
+        )
+    resp = await client.post("/v1/edge/events", json={"batchId": "seed", "events": events}, headers=edge)
     assert (await resp.json())["accepted"] == n
     return owner, pid, {"Authorization": f"Bearer {await owner.key(pid)}"}
 
@@ -62,10 +67,21 @@ async def test_filters_and_cursor_pagination(client: TestClient[Any, Any]) -> No
     assert await count("from=2026-11-10T00:00:00Z&to=2026-11-10T03:00:00Z") == 3
 
 
-@pytest.mark.parametrize("query", [
-    "decision=maybe", "limit=0", "limit=501", "limit=abc", "cursor=%%%", "cursor=bm9wZQ",
-    "from=yesterday", "from=2026-11-10T00:00:00", "colour=red", "email=" + "x" * 3000,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "decision=maybe",
+        "limit=0",
+        "limit=501",
+        "limit=abc",
+        "cursor=%%%",
+        "cursor=bm9wZQ",
+        "from=yesterday",
+        "from=2026-11-10T00:00:00",
+        "colour=red",
+        "email=" + "x" * 3000,
+    ],
+)
 async def test_bad_event_queries_are_400(client: TestClient[Any, Any], query: str) -> None:
     _, _, auth = await seeded(client, 1)
     resp = await client.get(f"/v1/events?{query}", headers=auth)
@@ -81,7 +97,7 @@ async def test_get_unknown_event_is_404(client: TestClient[Any, Any]) -> None:
 
 
 async def test_export_csv_and_jsonl_are_streamed_complete_and_formula_safe(
-    client: TestClient[Any, Any]
+    client: TestClient[Any, Any],
 ) -> None:
     owner, _, auth = await seeded(client)
     resp = await client.get("/v1/events/export?format=csv", headers=auth)
@@ -101,15 +117,14 @@ async def test_export_csv_and_jsonl_are_streamed_complete_and_formula_safe(
 
 
 async def test_erasure_by_email_and_lead_id_is_audited_without_the_address(
-    client: TestClient[Any, Any]
+    client: TestClient[Any, Any],
 ) -> None:
     _, _, auth = await seeded(client)
     resp = await client.post("/v1/erasure", json={"email": "U4@example.com"}, headers=auth)
     assert (await resp.json())["deleted"] == 1
     resp = await client.post("/v1/erasure", json={"leadId": "lead-5"}, headers=auth)
     assert (await resp.json())["deleted"] == 1
-    assert len((await (await client.get("/v1/events?limit=50", headers=auth)).json())[
-        "events"]) == 10
+    assert len((await (await client.get("/v1/events?limit=50", headers=auth)).json())["events"]) == 10
     entries = (await (await client.get("/v1/audit")).json())["entries"]
     erased = [e for e in entries if e["action"] == "events.erased"]
     assert len(erased) == 2 and erased[-1]["actor"].startswith("key:")
@@ -153,8 +168,9 @@ async def test_export_spans_many_pages(client: TestClient[Any, Any]) -> None:
     owner = await sign_up(client)
     pid = (await owner.project())["id"]
     edge = {"Authorization": f"Bearer {await owner.key(pid, 'edge')}", "Idempotency-Key": "many"}
-    await client.post("/v1/edge/events", json={"batchId": "many", "events": [
-        event(i) for i in range(1234)]}, headers=edge)
+    await client.post(
+        "/v1/edge/events", json={"batchId": "many", "events": [event(i) for i in range(1234)]}, headers=edge
+    )
     auth = {"Authorization": f"Bearer {await owner.key(pid)}"}
     text = await (await client.get("/v1/events/export?format=jsonl", headers=auth)).text()
     ids = [json.loads(line)["traceId"] for line in text.splitlines()]

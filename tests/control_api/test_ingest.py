@@ -27,16 +27,25 @@ async def balance(client: TestClient[Any, Any], auth: dict[str, str]) -> int:
     return value
 
 
-async def test_ingest_scores_stores_and_charges_one_credit(client: TestClient[Any, Any],
-                                                           settings: Any) -> None:
+async def test_ingest_scores_stores_and_charges_one_credit(
+    client: TestClient[Any, Any], settings: Any
+) -> None:
     _, auth, pid = await keyed(client)
     before = await balance(client, auth)
-    resp = await client.post("/v1/ingest", json={**SPAM, "leadId": "L1", "formId": "contact"},
-                             headers=auth)
+    resp = await client.post("/v1/ingest", json={**SPAM, "leadId": "L1", "formId": "contact"}, headers=auth)
     assert resp.status == 200
     verdict = await resp.json()
-    assert set(verdict) >= {"traceId", "score", "decision", "labels", "hits", "countryHint",
-                            "degraded", "elapsedUs", "isTest"}
+    assert set(verdict) >= {
+        "traceId",
+        "score",
+        "decision",
+        "labels",
+        "hits",
+        "countryHint",
+        "degraded",
+        "elapsedUs",
+        "isTest",
+    }
     assert verdict["decision"] == "blocked" and "disposable_email" in verdict["labels"]
     assert await balance(client, auth) == before - 1
     event = await (await client.get(f"/v1/events/{verdict['traceId']}", headers=auth)).json()
@@ -44,7 +53,8 @@ async def test_ingest_scores_stores_and_charges_one_credit(client: TestClient[An
     assert event["decision"] == "blocked" and event["charged"] is True
     assert event["verdict"]["hits"] == verdict["hits"]
     ((total, stored),) = db_rows(
-        settings.db, "SELECT SUM(amount), (SELECT balance FROM credit_balances) FROM credit_ledger")
+        settings.db, "SELECT SUM(amount), (SELECT balance FROM credit_balances) FROM credit_ledger"
+    )
     assert total == stored  # the balance is the ledger's sum
 
 
@@ -59,15 +69,12 @@ async def test_client_ip_defaults_to_the_request_address(client: TestClient[Any,
 async def test_test_submissions_are_not_charged(client: TestClient[Any, Any]) -> None:
     _, auth, _ = await keyed(client)
     before = await balance(client, auth)
-    verdict = await (await client.post("/v1/ingest", json={**GOOD, "isTest": True},
-                                       headers=auth)).json()
+    verdict = await (await client.post("/v1/ingest", json={**GOOD, "isTest": True}, headers=auth)).json()
     assert verdict["isTest"] is True
     assert await balance(client, auth) == before
 
 
-async def test_idempotency_key_returns_same_verdict_and_charges_once(
-    client: TestClient[Any, Any]
-) -> None:
+async def test_idempotency_key_returns_same_verdict_and_charges_once(client: TestClient[Any, Any]) -> None:
     _, auth, _ = await keyed(client)
     before = await balance(client, auth)
     headers = {**auth, "Idempotency-Key": "order-42"}
@@ -77,8 +84,12 @@ async def test_idempotency_key_returns_same_verdict_and_charges_once(
     assert await first.json() == await second.json()
     assert second.headers["Idempotent-Replayed"] == "true"
     # Concurrent twins with a fresh key: one scoring, one charge.
-    twins = await asyncio.gather(*(client.post("/v1/ingest", json=SPAM, headers={
-        **auth, "Idempotency-Key": "double-click"}) for _ in range(10)))
+    twins = await asyncio.gather(
+        *(
+            client.post("/v1/ingest", json=SPAM, headers={**auth, "Idempotency-Key": "double-click"})
+            for _ in range(10)
+        )
+    )
     assert len({(await t.json())["traceId"] for t in twins}) == 1
     assert await balance(client, auth) == before - 2
     reused = await client.post("/v1/ingest", json=GOOD, headers=headers)
@@ -87,29 +98,50 @@ async def test_idempotency_key_returns_same_verdict_and_charges_once(
     assert bad.status == 400
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "code", "detail_keys"), [
-    (json.dumps({"email": 5, "colour": "red", "signals": {"elapsedMs": -1}}).encode(),
-     "application/json", 400, "invalid_submission", {"email", "colour", "signals.elapsedMs"}),
-    (b"[1, 2]", "application/json", 400, "invalid_submission", {"$"}),
-    (b'{"email": "a@b.c",', "application/json", 400, "invalid_json", set()),
-    (b'{"email": "\xc3\x28"}', "application/json", 400, "invalid_encoding", set()),
-    (b'{"email": "x"}', "application/json; charset=latin-1", 415, "unsupported_media_type", set()),
-    (b"email=a@b.c", "application/x-www-form-urlencoded", 415, "unsupported_media_type", set()),
-    (b'{"email": "x"}', "text/plain", 415, "unsupported_media_type", set()),
-    (json.dumps({"fields": {"m": "x" * 300_000}}).encode(), "application/json", 413,
-     "payload_too_large", set()),
-    (b"{" * 200 + b"}" * 200, "application/json", 400, "invalid_json", set()),
-    (json.dumps({"fields": {"m": "\ud800 lone surrogate"}}).encode(), "application/json", 200,
-     None, set()),
-])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code", "detail_keys"),
+    [
+        (
+            json.dumps({"email": 5, "colour": "red", "signals": {"elapsedMs": -1}}).encode(),
+            "application/json",
+            400,
+            "invalid_submission",
+            {"email", "colour", "signals.elapsedMs"},
+        ),
+        (b"[1, 2]", "application/json", 400, "invalid_submission", {"$"}),
+        (b'{"email": "a@b.c",', "application/json", 400, "invalid_json", set()),
+        (b'{"email": "\xc3\x28"}', "application/json", 400, "invalid_encoding", set()),
+        (b'{"email": "x"}', "application/json; charset=latin-1", 415, "unsupported_media_type", set()),
+        (b"email=a@b.c", "application/x-www-form-urlencoded", 415, "unsupported_media_type", set()),
+        (b'{"email": "x"}', "text/plain", 415, "unsupported_media_type", set()),
+        (
+            json.dumps({"fields": {"m": "x" * 300_000}}).encode(),
+            "application/json",
+            413,
+            "payload_too_large",
+            set(),
+        ),
+        (b"{" * 200 + b"}" * 200, "application/json", 400, "invalid_json", set()),
+        (
+            json.dumps({"fields": {"m": "\ud800 lone surrogate"}}).encode(),
+            "application/json",
+            200,
+            None,
+            set(),
+        ),
+    ],
+)
 async def test_ingest_rejects_bad_input_clearly(
-    client: TestClient[Any, Any], body: bytes, content_type: str, status: int, code: str | None,
+    client: TestClient[Any, Any],
+    body: bytes,
+    content_type: str,
+    status: int,
+    code: str | None,
     detail_keys: set[str],
 ) -> None:
     _, auth, _ = await keyed(client)
     before = await balance(client, auth)
-    resp = await client.post("/v1/ingest", data=body,
-                             headers={**auth, "Content-Type": content_type})
+    resp = await client.post("/v1/ingest", data=body, headers={**auth, "Content-Type": content_type})
     assert resp.status == status, await resp.text()
     if code is not None:
         out = await api_error(resp)
@@ -129,8 +161,7 @@ async def test_out_of_credits_is_402_with_clear_body(make_client: ClientFactory)
     assert body["code"] == "credits_exhausted" and body["details"]["balance"] == 0
     assert "credits" in body["message"]
     # Test submissions are free, so integrations can still be checked.
-    assert (await client.post("/v1/ingest", json={**GOOD, "isTest": True},
-                              headers=auth)).status == 200
+    assert (await client.post("/v1/ingest", json={**GOOD, "isTest": True}, headers=auth)).status == 200
     credits = await (await client.get("/v1/credits", headers=auth)).json()
     assert credits["balance"] == 0 and credits["exhausted"] is True
 
@@ -138,15 +169,18 @@ async def test_out_of_credits_is_402_with_clear_body(make_client: ClientFactory)
 async def test_parallel_ingest_never_overdraws(make_client: ClientFactory, tmp_path: Any) -> None:
     client = await make_client(initial_credits=40)
     _, auth, _ = await keyed(client)
-    responses = await asyncio.gather(*(client.post("/v1/ingest", json=GOOD, headers=auth)
-                                       for _ in range(100)))
+    responses = await asyncio.gather(
+        *(client.post("/v1/ingest", json=GOOD, headers=auth) for _ in range(100))
+    )
     statuses = sorted(r.status for r in responses)
     assert statuses.count(200) == 40 and statuses.count(402) == 60
     db = str(tmp_path / "control.sqlite3")
     ((balance_now, total, usage_rows, charged_events),) = db_rows(
-        db, "SELECT (SELECT balance FROM credit_balances), (SELECT SUM(amount) FROM credit_ledger),"
+        db,
+        "SELECT (SELECT balance FROM credit_balances), (SELECT SUM(amount) FROM credit_ledger),"
         " (SELECT COUNT(*) FROM credit_ledger WHERE kind = 'usage'),"
-        " (SELECT COUNT(*) FROM events WHERE charged = 1)")
+        " (SELECT COUNT(*) FROM events WHERE charged = 1)",
+    )
     assert (balance_now, total, usage_rows, charged_events) == (0, 0, 40, 40)
 
 
@@ -164,23 +198,24 @@ async def test_ingest_rate_limit_answers_429_with_retry_after(make_client: Clien
 async def test_feedback_records_correction(client: TestClient[Any, Any]) -> None:
     _, auth, _ = await keyed(client)
     verdict = await (await client.post("/v1/ingest", json=GOOD, headers=auth)).json()
-    resp = await client.post("/v1/feedback", json={"traceId": verdict["traceId"],
-                                                   "verdict": "spam"}, headers=auth)
+    resp = await client.post(
+        "/v1/feedback", json={"traceId": verdict["traceId"], "verdict": "spam"}, headers=auth
+    )
     assert resp.status == 200
     event = await (await client.get(f"/v1/events/{verdict['traceId']}", headers=auth)).json()
     assert event["feedback"] == "spam" and event["feedbackAt"]
-    for body, status in [({"traceId": "tr_nope", "verdict": "ham"}, 404),
-                         ({"traceId": verdict["traceId"], "verdict": "maybe"}, 400),
-                         ({"traceId": 5, "verdict": "ham"}, 400),
-                         ({"traceId": verdict["traceId"], "verdict": "ham", "x": 1}, 400)]:
+    for body, status in [
+        ({"traceId": "tr_nope", "verdict": "ham"}, 404),
+        ({"traceId": verdict["traceId"], "verdict": "maybe"}, 400),
+        ({"traceId": 5, "verdict": "ham"}, 400),
+        ({"traceId": verdict["traceId"], "verdict": "ham", "x": 1}, 400),
+    ]:
         resp = await client.post("/v1/feedback", json=body, headers=auth)
         assert resp.status == status
         assert (await api_error(resp))["code"]
 
 
-async def test_chunked_oversized_body_is_413_without_content_length(
-    client: TestClient[Any, Any]
-) -> None:
+async def test_chunked_oversized_body_is_413_without_content_length(client: TestClient[Any, Any]) -> None:
     _, auth, _ = await keyed(client)
 
     async def chunks() -> Any:
@@ -189,8 +224,9 @@ async def test_chunked_oversized_body_is_413_without_content_length(
             yield b"x" * 10_000
         yield b'"}}'
 
-    resp = await client.post("/v1/ingest", data=chunks(),
-                             headers={**auth, "Content-Type": "application/json"})
+    resp = await client.post(
+        "/v1/ingest", data=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
     assert resp.status == 413
     assert (await api_error(resp))["code"] == "payload_too_large"
 

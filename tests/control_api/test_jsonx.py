@@ -9,8 +9,7 @@ import pytest
 
 from control_api import jsonx
 
-VALUE = {"traceId": "tr_1", "score": 42, "labels": ["a", "é"], "hits": [{"w": 1.5}], "x": None,
-         "ok": True}
+VALUE = {"traceId": "tr_1", "score": 42, "labels": ["a", "é"], "hits": [{"w": 1.5}], "x": None, "ok": True}
 
 
 @pytest.fixture(params=["orjson", "json"])
@@ -24,8 +23,9 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_compact_text_and_round_trip(backend: str) -> None:
     ascii_only = {**VALUE, "labels": ["a"]}
-    assert jsonx.dumps(ascii_only) == ('{"traceId":"tr_1","score":42,"labels":["a"],"hits":[{"w":1.5}],'
-                                       '"x":null,"ok":true}')
+    assert jsonx.dumps(ascii_only) == (
+        '{"traceId":"tr_1","score":42,"labels":["a"],"hits":[{"w":1.5}],"x":null,"ok":true}'
+    )
     assert jsonx.loads(jsonx.dumps(VALUE)) == VALUE
     assert jsonx.loads(jsonx.dumps(VALUE).encode()) == VALUE
 
@@ -39,14 +39,16 @@ def test_what_orjson_refuses_is_decided_by_the_standard_library(backend: str) ->
     text.encode("utf-8")  # storable as it is (the surrogate stays escaped)
 
 
-@pytest.mark.parametrize("text", ['{"a": NaN}', "[Infinity]", "[-Infinity]", "{", "", '{"a": 1,}',
-                                  "[" * 100_000])
+@pytest.mark.parametrize(
+    "text", ['{"a": NaN}', "[Infinity]", "[-Infinity]", "{", "", '{"a": 1,}', "[" * 100_000]
+)
 def test_refusals(backend: str, text: str) -> None:
     with pytest.raises(jsonx.JsonError):
         jsonx.loads(text)
 
 
 async def test_api_refuses_nan_with_400(client: Any) -> None:
-    resp = await client.post("/v1/accounts", data=b'{"email": NaN}',
-                             headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/v1/accounts", data=b'{"email": NaN}', headers={"Content-Type": "application/json"}
+    )
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"

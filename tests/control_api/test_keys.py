@@ -12,8 +12,12 @@ from aiohttp.test_utils import TestClient
 from control_api.keys import KeyFormatError, format_key, parse_key
 from tests.control_api.conftest import Account, api_error, db_rows
 
-GOOD = {"email": "jane@example.org", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
-        "ip": "81.2.69.160", "fields": {"message": "Hello, I would like a quote."}}
+GOOD = {
+    "email": "jane@example.org",
+    "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+    "ip": "81.2.69.160",
+    "fields": {"message": "Hello, I would like a quote."},
+}
 
 
 def test_key_format_round_trips_and_checksum_catches_typos() -> None:
@@ -25,9 +29,17 @@ def test_key_format_round_trips_and_checksum_catches_typos() -> None:
         parse_key(typo)
 
 
-@pytest.mark.parametrize("token", ["", "al_live_", "Bearer x", "al_test_" + "a" * 51,
-                                   "al_live_" + "a" * 12 + "_" + "b" * 37 + "é",
-                                   "al_live_" + "a" * 12 + "_" + "b" * 38])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "al_live_",
+        "Bearer x",
+        "al_test_" + "a" * 51,
+        "al_live_" + "a" * 12 + "_" + "b" * 37 + "é",
+        "al_live_" + "a" * 12 + "_" + "b" * 38,
+    ],
+)
 def test_malformed_keys_are_refused_before_lookup(token: str) -> None:
     with pytest.raises(KeyFormatError):
         parse_key(token)
@@ -37,8 +49,7 @@ async def test_key_is_shown_once_stored_as_hash_and_listed_without_secret(
     client: TestClient[Any, Any], owner: Account, settings: Any
 ) -> None:
     project = await owner.project()
-    resp = await client.post(f"/v1/projects/{project['id']}/keys", json={"name": "server"},
-                             headers=owner.h())
+    resp = await client.post(f"/v1/projects/{project['id']}/keys", json={"name": "server"}, headers=owner.h())
     created = await resp.json()
     key = created["key"]
     assert key.startswith("al_live_") and resp.headers["Cache-Control"] == "no-store"
@@ -51,9 +62,7 @@ async def test_key_is_shown_once_stored_as_hash_and_listed_without_secret(
     assert listed[0]["preview"].endswith(key[-4:])
 
 
-async def test_revoked_key_stops_working_and_is_audited(
-    client: TestClient[Any, Any], owner: Account
-) -> None:
+async def test_revoked_key_stops_working_and_is_audited(client: TestClient[Any, Any], owner: Account) -> None:
     project = await owner.project()
     key = await owner.key(project["id"])
     auth = {"Authorization": f"Bearer {key}"}
@@ -79,15 +88,16 @@ async def test_last_used_is_recorded(client: TestClient[Any, Any], owner: Accoun
     assert keys[0]["lastUsedAt"].endswith("Z")
 
 
-@pytest.mark.parametrize(("header", "code"), [
-    (None, "missing_credentials"),
-    ("Basic abc", "missing_credentials"),
-    ("Bearer not-a-key", "invalid_key"),
-    ("Bearer " + format_key("live", "Z" * 12, "z" * 32), "invalid_key"),  # well-formed, unknown
-])
-async def test_bad_credentials_are_401(
-    client: TestClient[Any, Any], header: str | None, code: str
-) -> None:
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_credentials"),
+        ("Basic abc", "missing_credentials"),
+        ("Bearer not-a-key", "invalid_key"),
+        ("Bearer " + format_key("live", "Z" * 12, "z" * 32), "invalid_key"),  # well-formed, unknown
+    ],
+)
+async def test_bad_credentials_are_401(client: TestClient[Any, Any], header: str | None, code: str) -> None:
     headers = {"Authorization": header} if header else {}
     resp = await client.post("/v1/ingest", json=GOOD, headers=headers)
     assert resp.status == 401

@@ -36,8 +36,11 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     config = make_settings(tmp, initial_credits=100_000)
     demo = cli.bootstrap_demo(config, credits_amount=100_000)
     db = Database(config.db)
-    token, _ = db.run_sync(lambda conn: KeyStore(config.key_pepper).create_account_token(
-        conn, account_id=demo["accountId"], name="fuzz"))
+    token, _ = db.run_sync(
+        lambda conn: KeyStore(config.key_pepper).create_account_token(
+            conn, account_id=demo["accountId"], name="fuzz"
+        )
+    )
     db.close_sync()
     port = free_port()
     loop = asyncio.new_event_loop()
@@ -48,8 +51,12 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     site = web.TCPSite(runner, "127.0.0.1", port)
     asyncio.run_coroutine_threadsafe(site.start(), loop).result()
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "key": demo["apiKey"],
-               "edge": demo["edgeToken"], "token": token}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "key": demo["apiKey"],
+            "edge": demo["edgeToken"],
+            "token": token,
+        }
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
@@ -60,19 +67,24 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 def credential(path: str, api: dict[str, Any]) -> dict[str, str]:
     if path.startswith("/v1/edge/"):
         return {"Authorization": f"Bearer {api['edge']}"}
-    if path.startswith(("/v1/ingest", "/v1/feedback", "/v1/events", "/v1/credits", "/v1/usage",
-                        "/v1/erasure")):
+    if path.startswith(
+        ("/v1/ingest", "/v1/feedback", "/v1/events", "/v1/credits", "/v1/usage", "/v1/erasure")
+    ):
         return {"Authorization": f"Bearer {api['key']}"}
-    if path.startswith(("/1.", "/healthz", "/metrics", "/v1/openapi", "/v1/accounts",
-                        "/v1/session")):
+    if path.startswith(("/1.", "/healthz", "/metrics", "/v1/openapi", "/v1/accounts", "/v1/session")):
         return {}
     return {"Authorization": f"Bearer {api['token']}"}
 
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 def test_no_operation_answers_5xx(case: Any, live_api: dict[str, Any]) -> None:
-    case.call_and_validate(base_url=live_api["url"], headers=credential(case.path, live_api),
-                           checks=[not_a_server_error], timeout=10)
+    case.call_and_validate(
+        base_url=live_api["url"],
+        headers=credential(case.path, live_api),
+        checks=[not_a_server_error],
+        timeout=10,
+    )

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from control_api import cli
 from control_api.app import create_app
 from control_api.db import Database
-from control_api.migrations import MIGRATIONS, MigrationError
+from control_api.migrations import MIGRATIONS
 from control_api.settings import load_settings
 from tests.control_api.conftest import make_settings, shared_engine, sign_up
 from tests.control_api.test_keys import GOOD
@@ -70,43 +70,27 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
 
 
-async def test_data_survives_restart_and_migrations_are_recorded(
-    aiohttp_client: Any, tmp_path: Path
-) -> None:
+async def test_data_survives_restart_and_migrations_are_recorded(aiohttp_client: Any, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     first: TestClient[Any, Any] = await aiohttp_client(create_app(settings, engine=shared_engine()))
     owner = await sign_up(first)
     key = await owner.key((await owner.project())["id"])
-    verdict = await (await first.post("/v1/ingest", json=GOOD,
-                                      headers={"Authorization": f"Bearer {key}"})).json()
+    verdict = await (
+        await first.post("/v1/ingest", json=GOOD, headers={"Authorization": f"Bearer {key}"})
+    ).json()
     await first.close()
-    second: TestClient[Any, Any] = await aiohttp_client(
-        create_app(settings, engine=shared_engine()))
-    resp = await second.get(f"/v1/events/{verdict['traceId']}",
-                            headers={"Authorization": f"Bearer {key}"})
+    second: TestClient[Any, Any] = await aiohttp_client(create_app(settings, engine=shared_engine()))
+    resp = await second.get(f"/v1/events/{verdict['traceId']}", headers={"Authorization": f"Bearer {key}"})
     assert resp.status == 200
     db = Database(settings.db)
-    versions = db.run_sync(lambda c: [r[0] for r in c.execute(
-        "SELECT version FROM schema_migrations ORDER BY version")])
+    versions = db.run_sync(
+        lambda c: [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    )
     db.close_sync()
     assert versions == [m[0] for m in MIGRATIONS]
 
 
-def test_database_newer_than_code_is_refused(tmp_path: Path) -> None:
-    path = str(tmp_path / "db.sqlite3")
-    db = Database(path)
-    db.run_sync(lambda c: c.execute(
-        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (999, 'x', 0)"))
-    db.close_sync()
-    refused = Database(path)
-    with pytest.raises(MigrationError, match="newer"):
-        refused.run_sync(lambda c: None)
-    refused.close_sync()
-
-
-def test_credits_grant_and_bootstrap_demo(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_credits_grant_and_bootstrap_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(tmp_path)
     demo = cli.bootstrap_demo(settings)
     assert demo["created"] is True and demo["apiKey"].startswith("al_live_")
@@ -116,15 +100,18 @@ def test_credits_grant_and_bootstrap_demo(
 
     parser = argparse.ArgumentParser()
     cli.add_credits_arguments(parser)
-    args = parser.parse_args(["grant", "--account", cli.DEMO_EMAIL.upper(), "--amount", "50",
-                              "--db", settings.db])
+    args = parser.parse_args(
+        ["grant", "--account", cli.DEMO_EMAIL.upper(), "--amount", "50", "--db", settings.db]
+    )
     assert cli.run_credits(args) == 0
     assert f"balance is now {cli.DEMO_CREDITS + 50}" in capsys.readouterr().out
-    bad = parser.parse_args(["grant", "--account", "nobody@example.com", "--amount", "5",
-                             "--db", settings.db])
+    bad = parser.parse_args(
+        ["grant", "--account", "nobody@example.com", "--amount", "5", "--db", settings.db]
+    )
     assert cli.run_credits(bad) == 1
-    negative = parser.parse_args(["grant", "--account", cli.DEMO_EMAIL, "--amount", "-5",
-                                  "--db", settings.db])
+    negative = parser.parse_args(
+        ["grant", "--account", cli.DEMO_EMAIL, "--amount", "-5", "--db", settings.db]
+    )
     assert cli.run_credits(negative) == 1
 
 
@@ -134,9 +121,13 @@ def test_python_m_control_api_serves(tmp_path: Path) -> None:
     path = tmp_path / "activelead.yaml"
     path.write_text(f"control_api:\n  port: {port}\n  db: {tmp_path / 'c.sqlite3'}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-    proc = subprocess.Popen([sys.executable, "-m", "control_api", "--config", str(path)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "control_api", "--config", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, timeout_s=30)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:

@@ -18,11 +18,13 @@ async def test_account_b_cannot_touch_account_a(
     pid = project["id"]
     key_a = await owner.key(pid)
     _, key_id, _ = parse_key(key_a)
-    hook = await client.post(f"/v1/projects/{pid}/webhooks", headers=owner.h(),
-                             json={"url": "https://hooks.example.com/a"})
+    hook = await client.post(
+        f"/v1/projects/{pid}/webhooks", headers=owner.h(), json={"url": "https://hooks.example.com/a"}
+    )
     hook_id = (await hook.json())["id"]
-    scored = await (await client.post("/v1/ingest", json=GOOD,
-                                      headers={"Authorization": f"Bearer {key_a}"})).json()
+    scored = await (
+        await client.post("/v1/ingest", json=GOOD, headers={"Authorization": f"Bearer {key_a}"})
+    ).json()
 
     other = await aiohttp_client(client.server)
     b = await sign_up(other, "mallory@example.com")
@@ -41,10 +43,12 @@ async def test_account_b_cannot_touch_account_a(
         other.get(f"/v1/projects/{pid}/webhooks/{hook_id}/deliveries"),
         other.get(f"/v1/events?projectId={pid}"),
         other.get(f"/v1/events/{scored['traceId']}"),
-        other.get(f"/v1/events/{scored['traceId']}",
-                  headers={"Authorization": f"Bearer {key_b}"}),
-        other.post("/v1/feedback", json={"traceId": scored["traceId"], "verdict": "spam"},
-                   headers={"Authorization": f"Bearer {key_b}"}),
+        other.get(f"/v1/events/{scored['traceId']}", headers={"Authorization": f"Bearer {key_b}"}),
+        other.post(
+            "/v1/feedback",
+            json={"traceId": scored["traceId"], "verdict": "spam"},
+            headers={"Authorization": f"Bearer {key_b}"},
+        ),
         other.get(f"/v1/events/export?projectId={pid}"),
         other.get(f"/v1/usage?projectId={pid}"),
     ]
@@ -54,8 +58,7 @@ async def test_account_b_cannot_touch_account_a(
         assert (await api_error(resp))["code"] == "not_found"
 
     # B's own listings show nothing of A's.
-    assert [p["name"] for p in (await (await other.get("/v1/projects")).json())["projects"]] == [
-        "site"]
+    assert [p["name"] for p in (await (await other.get("/v1/projects")).json())["projects"]] == ["site"]
     assert (await (await other.get("/v1/events")).json())["events"] == []
     erased = await other.post("/v1/erasure", json={"email": GOOD["email"]}, headers=h)
     assert (await erased.json())["deleted"] == 0
@@ -63,6 +66,5 @@ async def test_account_b_cannot_touch_account_a(
     # A's data is intact.
     resp = await client.get(f"/v1/projects/{pid}")
     assert resp.status == 200 and (await resp.json())["mode"] == "enforce"
-    resp = await client.get(f"/v1/events/{scored['traceId']}",
-                            headers={"Authorization": f"Bearer {key_a}"})
+    resp = await client.get(f"/v1/events/{scored['traceId']}", headers={"Authorization": f"Bearer {key_a}"})
     assert resp.status == 200 and (await resp.json())["feedback"] is None

@@ -26,18 +26,32 @@ VECTOR_SIG = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 def test_signature_matches_standard_webhooks_vector() -> None:
     assert sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY) == VECTOR_SIG
-    headers = {"webhook-id": VECTOR_ID, "webhook-timestamp": str(VECTOR_TS),
-               "webhook-signature": f"v1,bogus {VECTOR_SIG}"}
+    headers = {
+        "webhook-id": VECTOR_ID,
+        "webhook-timestamp": str(VECTOR_TS),
+        "webhook-signature": f"v1,bogus {VECTOR_SIG}",
+    }
     assert verify(VECTOR_SECRET, headers, VECTOR_BODY, now=VECTOR_TS + 10)
     assert not verify(VECTOR_SECRET, headers, VECTOR_BODY + b" ", now=VECTOR_TS)
     assert not verify(VECTOR_SECRET, headers, VECTOR_BODY, now=VECTOR_TS + 3600)  # too old
 
 
-@pytest.mark.parametrize(("ip", "allowed"), [
-    ("8.8.8.8", True), ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.1.1", False),
-    ("169.254.169.254", False), ("::1", False), ("fe80::1", False), ("::ffff:127.0.0.1", False),
-    ("100.64.0.1", False), ("0.0.0.0", False), ("2001:4860:4860::8888", True),
-])
+@pytest.mark.parametrize(
+    ("ip", "allowed"),
+    [
+        ("8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("2001:4860:4860::8888", True),
+    ],
+)
 def test_ssrf_guard_address_policy(ip: str, allowed: bool) -> None:
     assert address_allowed(ip, allow_private=False) is allowed
 
@@ -67,12 +81,12 @@ async def start_receiver(aiohttp_server: Any, receiver: Receiver) -> TestServer:
     return server
 
 
-async def hooked_project(client: TestClient[Any, Any], url: str,
-                         **extra: Any) -> tuple[Account, str, dict[str, Any], dict[str, str]]:
+async def hooked_project(
+    client: TestClient[Any, Any], url: str, **extra: Any
+) -> tuple[Account, str, dict[str, Any], dict[str, str]]:
     owner = await sign_up(client)
     pid = (await owner.project())["id"]
-    resp = await client.post(f"/v1/projects/{pid}/webhooks", headers=owner.h(),
-                             json={"url": url, **extra})
+    resp = await client.post(f"/v1/projects/{pid}/webhooks", headers=owner.h(), json={"url": url, **extra})
     assert resp.status == 201, await resp.text()
     hook = await resp.json()
     return owner, pid, hook, {"Authorization": f"Bearer {await owner.key(pid)}"}
@@ -84,13 +98,13 @@ async def wait_for(predicate: Any) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_lead_scored_is_delivered_signed(make_client: ClientFactory,
-                                               aiohttp_server: Any) -> None:
+async def test_lead_scored_is_delivered_signed(make_client: ClientFactory, aiohttp_server: Any) -> None:
     receiver = Receiver()
     srv = await start_receiver(aiohttp_server, receiver)
     client = await make_client(webhook_allow_private=True, webhook_poll_s=0.05)
-    _, _, hook, auth = await hooked_project(client, f"http://127.0.0.1:{srv.port}/hook",
-                                            decisions=["blocked"])
+    _, _, hook, auth = await hooked_project(
+        client, f"http://127.0.0.1:{srv.port}/hook", decisions=["blocked"]
+    )
     assert hook["secret"].startswith("whsec_")
     await client.post("/v1/ingest", json=GOOD, headers=auth)  # allowed: filtered out
     verdict = await (await client.post("/v1/ingest", json=SPAM, headers=auth)).json()
@@ -111,8 +125,7 @@ async def test_failed_delivery_is_retried_logged_and_redeliverable(
 ) -> None:
     receiver = Receiver(fail=1)
     srv = await start_receiver(aiohttp_server, receiver)
-    client = await make_client(webhook_allow_private=True, webhook_poll_s=0.05,
-                               webhook_backoff_s=[1, 1])
+    client = await make_client(webhook_allow_private=True, webhook_poll_s=0.05, webhook_backoff_s=[1, 1])
     owner, pid, hook, auth = await hooked_project(client, f"http://127.0.0.1:{srv.port}/hook")
     await client.post("/v1/ingest", json=GOOD, headers=auth)
     await wait_for(lambda: len(receiver.received) >= 2)
@@ -137,11 +150,21 @@ async def test_failed_delivery_is_retried_logged_and_redeliverable(
     await wait_for(lambda: len(receiver.received) >= 3)
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/hook", "https://127.0.0.1/hook", "https://[::1]/hook",
-    "https://169.254.169.254/latest/meta-data", "https://10.0.0.8/", "ftp://example.com/",
-    "https://user:pw@example.com/", "http://example.com/plain-http", "not a url", 42,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "https://127.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.8/",
+        "ftp://example.com/",
+        "https://user:pw@example.com/",
+        "http://example.com/plain-http",
+        "not a url",
+        42,
+    ],
+)
 async def test_webhook_urls_to_private_targets_are_refused(
     client: TestClient[Any, Any], owner: Account, url: Any
 ) -> None:
@@ -169,14 +192,13 @@ async def test_hostname_resolving_to_loopback_is_refused_at_delivery(
     assert receiver.received == []
 
 
-async def test_credits_low_event_fires_once(make_client: ClientFactory,
-                                            aiohttp_server: Any) -> None:
+async def test_credits_low_event_fires_once(make_client: ClientFactory, aiohttp_server: Any) -> None:
     receiver = Receiver()
     srv = await start_receiver(aiohttp_server, receiver)
-    client = await make_client(webhook_allow_private=True, webhook_poll_s=0.05,
-                               initial_credits=5, low_credit_threshold=3)
-    _, _, _, auth = await hooked_project(client, f"http://127.0.0.1:{srv.port}/hook",
-                                         events=["credits.low"])
+    client = await make_client(
+        webhook_allow_private=True, webhook_poll_s=0.05, initial_credits=5, low_credit_threshold=3
+    )
+    _, _, _, auth = await hooked_project(client, f"http://127.0.0.1:{srv.port}/hook", events=["credits.low"])
     for _ in range(4):
         await client.post("/v1/ingest", json=GOOD, headers=auth)
     await wait_for(lambda: receiver.received)
