@@ -49,6 +49,10 @@ async def serve(
         app, access_log=None, handle_signals=False, header_timeout_s=pc.header_timeout_s
     )
     await runner.setup()
+    # Everything built so far (engine data, rules, lists) lives as long as the worker: moved
+    # out of the collector's sight, so no full collection ever walks it mid-request.
+    gc.collect()
+    gc.freeze()
     ports: dict[str, int] = {}
     cleanups: list[Callable[[], Awaitable[None]]] = [runner.cleanup]
     tasks: list[asyncio.Task[None]] = []
