@@ -2,8 +2,9 @@
 
 geoip2fast keeps its 644k networks as Python lists of ints: ~2 million objects, over 100 MB per
 process, which every proxy worker paid. Here the same data (read from the package's own data
-file) is packed into typed arrays: ~10 MB, same answers (tests compare the two). IPv4 starts fit
-32 bits; IPv6 starts are split into high and low 64-bit halves, searched on the high half.
+file) is packed into typed arrays: ~10 MB, the same owner for every address inside a network
+(tests compare the two); gaps between networks are handled as `owner` says. IPv4 starts fit 32
+bits; IPv6 starts are split into high and low 64-bit halves, searched on the high half.
 
 The file is a gzip'd pickle shipped inside the geoip2fast package from PyPI, which the project
 already trusts as code; it is never read from anywhere else.
