@@ -66,6 +66,7 @@ COUNTERS: web.AppKey[Counters] = web.AppKey("counters")
 ENGINE = web.AppKey("engine", Engine)
 REPORTER: web.AppKey[LogReporter | SpoolReporter] = web.AppKey("reporter")
 PIPELINE: web.AppKey[list[Stage]] = web.AppKey("pipeline")
+LOWERED = web.RequestKey("lowered_headers", dict[str, str])
 REMOTE: web.AppKey[RemoteConfig | None] = web.AppKey("remote_config")
 STEP_UP_SCRIPT: web.AppKey[str | None] = web.AppKey("step_up_script")
 
@@ -381,7 +382,13 @@ def _client(request: web.Request) -> Client:
 
 
 def _lowered(request: web.Request) -> dict[str, str]:
-    return {k.lower(): ", ".join(request.headers.getall(k)) for k in request.headers}
+    """Lower-case header names, repeats joined; built once per request (client IP resolution
+    and the form pipeline both read it)."""
+    lowered = request.get(LOWERED)
+    if lowered is None:
+        lowered = {k.lower(): ", ".join(request.headers.getall(k)) for k in request.headers}
+        request[LOWERED] = lowered
+    return lowered
 
 
 class _LimitedBody:
@@ -569,7 +576,8 @@ async def _relay_rendered(
 
 async def _protected(request: web.Request, site: Site, client: Client) -> web.StreamResponse:
     """A request that may be a protected form post: the stage pipeline decides."""
-    if site.match(request.method, request.path) is None:
+    form = site.match(request.method, request.path)
+    if form is None:
         return await _forward(request, site, client)  # cheap exit before building a Flow
 
     body_timeout_s = request.app[SETTINGS].proxy.body_timeout_s
@@ -603,6 +611,7 @@ async def _protected(request: web.Request, site: Site, client: Client) -> web.St
         client_ip=client.ip,
         headers=_lowered(request),
         read_body=read_body,
+        form=form,
     )
     try:
         await run_pipeline(request.app[PIPELINE], flow)

@@ -328,8 +328,14 @@ RETRYABLE = frozenset({401, 403, 404, 408, 409, 425, 429})
 
 
 def _too_big(status: int, text: str) -> bool:
-    """413, or the control API's 400 for a batch with more events than it accepts."""
-    return status == 413 or ("invalid_batch" in text and "at most" in text)
+    """413, or the control API's 400 `invalid_batch` that objects to the number of events."""
+    if status == 413:
+        return True
+    try:
+        error = orjson.loads(text)["error"]
+        return bool(error["code"] == "invalid_batch" and "events" in error["details"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # not the control API's error shape
+        return False
 
 
 class ShipError(Exception):

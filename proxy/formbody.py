@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import functools
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import unquote_to_bytes
@@ -82,7 +83,7 @@ def parse(content_type: str, body: bytes) -> ParsedBody:
     return ParsedBody("other")
 
 
-def strip(content_type: str, body: bytes, names: set[str]) -> bytes:
+def strip(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
     """`body` without the fields in `names`; byte-identical when none of them is present."""
     if not any(name.encode() in body for name in names):
         return body  # the usual case for forms the proxy did not render: nothing to cut
@@ -146,7 +147,7 @@ def utf8_pairs(content_type: str, body: bytes) -> list[tuple[str, str]] | None:
         return None
 
 
-def _strip_urlencoded(body: bytes, names: set[str]) -> bytes:
+def _strip_urlencoded(body: bytes, names: AbstractSet[str]) -> bytes:
     wanted = {n.encode() for n in names}
     pairs = _pairs(body)
     if not any(raw and name in wanted for raw, name, _ in pairs):
@@ -223,7 +224,7 @@ def _parse_multipart(content_type: str, body: bytes) -> ParsedBody:
     return out
 
 
-def _strip_multipart(content_type: str, body: bytes, names: set[str]) -> bytes:
+def _strip_multipart(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
     preamble, parts, epilogue = _split_multipart(content_type, body)
     if not any(p.name in names for p in parts):
         return body
@@ -268,11 +269,11 @@ def _parse_json(content_type: str, body: bytes) -> ParsedBody:
     return out
 
 
-def _strip_json(body: bytes, names: set[str]) -> bytes:
+def _strip_json(body: bytes, names: AbstractSet[str]) -> bytes:
     if not body.strip():
         return body
     data = json.loads(body.decode("utf-8-sig"))
-    if not isinstance(data, dict) or not names.intersection(data):
+    if not isinstance(data, dict) or not any(k in names for k in data):
         return body
     # JSON has no byte-exact cut; re-serialised compactly, the origin reads the same values.
     return json.dumps(

@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from proxy.tokens import TOKEN_FIELD
+from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.challenge import normalise_origin
 from rules.config import ConfigError, ScoringConfig, Thresholds, format_validation_error
 
@@ -635,6 +637,9 @@ class Site:
     honeypot: str
     origin_host: str
     max_body_bytes: int
+    # Fields the proxy itself adds to a form (render token, honeypot, snippet token): never
+    # scored as the visitor's and never passed on to the origin.
+    own_fields: frozenset[str]
 
     @property
     def id(self) -> str:
@@ -681,12 +686,15 @@ def compile_sites(settings: ProxySettings) -> dict[str, Site]:
             )
             for f in cfg.forms
         )
+        honeypot = cfg.honeypot_field or default_honeypot_name(cfg.id)
         site = Site(
             config=cfg,
             forms=forms,
-            honeypot=cfg.honeypot_field or default_honeypot_name(cfg.id),
+            honeypot=honeypot,
             origin_host=cfg.origin.split("://", 1)[1],
             max_body_bytes=cfg.max_body_bytes,
+            own_fields=frozenset({honeypot, TOKEN_FIELD}
+                                 | ({SNIPPET_FIELD} if cfg.snippet.site_key else set())),
         )
         for host in cfg.hosts:
             out[host] = site

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from proxy.formbody import strip
 from proxy.stages.flow import Flow, Forward, Respond
-from proxy.tokens import TOKEN_FIELD
-from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.model import Verdict
 
 NO_STORE = "no-store, private"
@@ -54,10 +52,7 @@ class Act:
                 flow.outcome.headers["X-Activelead-Credits"] = credits
             return
         flow.action = "would_block" if block else ("error_forwarded" if failed else "forwarded")
-        own = {flow.site.honeypot, TOKEN_FIELD}
-        if flow.site.config.snippet.site_key:  # verified (and used up) here: not the origin's
-            own.add(SNIPPET_FIELD)
-        body = strip(flow.content_type, flow.body, own)
+        body = strip(flow.content_type, flow.body, flow.site.own_fields)
         headers = result_headers(verdict)
         if credits is not None:
             headers["X-Activelead-Credits"] = credits

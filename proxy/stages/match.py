@@ -24,7 +24,8 @@ class Match:
         self._project_for = project_for
 
     async def __call__(self, flow: Flow) -> None:
-        form = flow.site.match(flow.method, flow.path)
+        # an edge adapter that already matched (to skip building a Flow) hands the form in
+        form = flow.form or flow.site.match(flow.method, flow.path)
         if form is None:
             flow.passthrough = True
             return

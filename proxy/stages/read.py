@@ -5,7 +5,6 @@ from __future__ import annotations
 from proxy.formbody import BodyError, parse
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Respond
 from proxy.tokens import TOKEN_FIELD
-from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.model import MAX_FIELD_CHARS, Signals, Submission
 
 # Headers the engine may use (user-agent, language and fetch metadata); the rest stay private.
@@ -49,11 +48,9 @@ class Read:
         flow.parsed = parsed
         fmap = flow.form.config.fields
         honeypots = [flow.site.honeypot, *fmap.honeypot]
-        proxy_fields = {flow.site.honeypot, TOKEN_FIELD}
-        if flow.site.config.snippet.site_key:
-            proxy_fields.add(SNIPPET_FIELD)
+        own = flow.site.own_fields
         fields = {
-            k: v[:MAX_FIELD_CHARS] for k, v in parsed.fields.items() if k not in proxy_fields
+            k: v[:MAX_FIELD_CHARS] for k, v in parsed.fields.items() if k not in own
         }
         flow.submission = Submission(
             project_id=flow.site.config.project_id,

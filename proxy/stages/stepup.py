@@ -25,9 +25,7 @@ from proxy import interstitial
 from proxy.formbody import utf8_pairs
 from proxy.stages.act import NO_STORE, result_headers
 from proxy.stages.flow import Flow, Forward, Respond
-from proxy.tokens import TOKEN_FIELD
 from rules.challenge import (
-    FIELD,
     REPORT_KEYS,
     ChallengeRequestError,
     ChallengeSigner,
@@ -97,7 +95,7 @@ class StepUp:
                                    headers)
             return
         assert fields is not None and self._script is not None
-        own = {TOKEN_FIELD, FIELD, flow.site.honeypot}
+        own = flow.site.own_fields  # step-up runs only on sites with a snippet key
         report = {}
         if flow.snippet is not None:
             report = {_CARRIED[k]: v for k, v in flow.snippet.behaviour.items() if k in _CARRIED}
