@@ -37,6 +37,7 @@ from rules.challenge import (
     ChallengeSigner,
     StepUp,
     normalise_origin,
+    origin_allowed,
 )
 from rules.counters import Counters
 
@@ -83,13 +84,7 @@ class SnippetSite:
 
     def allows(self, origin: str) -> bool:
         """`origin` must be normalised (see normalise_origin)."""
-        if origin in self.allowed_origins:
-            return True
-        if not self.allowed_hosts:
-            return False
-        host = origin.split("://", 1)[1]
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return host in self.allowed_hosts
+        return origin_allowed(origin, self.allowed_origins, self.allowed_hosts)
 
 
 SiteLookup = Callable[[str], Awaitable[SnippetSite | None]]

@@ -34,7 +34,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from rules.counters import Counters
@@ -172,6 +172,17 @@ def normalise_origin(origin: str) -> str:
     if port and (scheme, int(port)) not in (("http", 80), ("https", 443)):
         return f"{scheme}://{host}:{int(port)}"
     return f"{scheme}://{host}"
+
+
+def origin_allowed(origin: str, origins: Collection[str], hosts: Collection[str]) -> bool:
+    """Is a normalised `origin` one of `origins`, or on one of `hosts` (any scheme and port:
+    how the proxy admits its own sites' pages when no origins are listed)?"""
+    if origin in origins:
+        return True
+    if not hosts:
+        return False
+    host = origin.split("://", 1)[1]
+    return (host if host.endswith("]") else host.rsplit(":", 1)[0]) in hosts
 
 
 def origin_of_url(url: str) -> str:

@@ -30,6 +30,7 @@ from rules.challenge import (
     ChallengeRequestError,
     ChallengeSigner,
     normalise_origin,
+    origin_allowed,
 )
 
 log = logging.getLogger("activelead.proxy.stepup")
@@ -113,11 +114,9 @@ class StepUp:
         if not origin:
             return {}
         cfg = flow.site.config
-        host = origin.split("://", 1)[1]
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        allowed = (origin in cfg.snippet.allowed_origins if cfg.snippet.allowed_origins
-                   else host in cfg.hosts)
-        if not allowed:
+        # the rule the challenge endpoint applies (proxy.app builds its SnippetSite the same way)
+        hosts = () if cfg.snippet.allowed_origins else cfg.hosts
+        if not origin_allowed(origin, cfg.snippet.allowed_origins, hosts):
             return {}
         return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
                 "Vary": "Origin"}
