@@ -20,7 +20,7 @@ from control_api.auth import require_key
 from control_api.errors import ApiError, read_json_raw, require_object
 from control_api.events import DECISIONS, EventRecord, insert_many, not_stored
 from control_api.ingest import LOCKS as ingest_locks
-from control_api.ingest import event_summary, remember, stored_answer
+from control_api.ingest import enqueue_scored, remember, stored_answer
 from control_api.metrics import METRICS
 from control_api.projects import MODES
 from control_api.sqltypes import Conn, Row
@@ -236,14 +236,7 @@ async def edge_events(request: web.Request) -> web.Response:
             )
         hooks = webhooks.active_hooks(conn, info.project_id)
         for rec in fresh if hooks else ():
-            added += webhooks.enqueue(
-                conn,
-                info.project_id,
-                "lead.scored",
-                event_summary(rec),
-                decision=str(rec.verdict.get("decision")),
-                hooks=hooks,
-            )
+            added += enqueue_scored(conn, rec, hooks)
         totals["accepted"] += len(fresh)
         totals["duplicates"] += len(chunk) - len(fresh)
         totals["charged"] += charged

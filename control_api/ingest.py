@@ -248,14 +248,7 @@ def store_scored(conn: Conn, batch: list[_Scored], low: int) -> list[int | BaseE
         if hooks is None:
             hooks = hooks_of[record.project_id] = webhooks.active_hooks(conn, record.project_id)
         if hooks:  # most projects have none: build the payload only when it is sent
-            queued[i] += webhooks.enqueue(
-                conn,
-                record.project_id,
-                "lead.scored",
-                event_summary(record),
-                decision=str(record.verdict.get("decision")),
-                hooks=hooks,
-            )
+            queued[i] += enqueue_scored(conn, record, hooks)
     return [refused.get(i, queued[i]) for i in range(len(batch))]
 
 
@@ -343,6 +336,12 @@ async def score_and_record(
     if charge:
         metrics.credits_used.inc()
     return verdict, answer
+
+
+def enqueue_scored(conn: Conn, record: EventRecord, hooks: list[tuple[str, list[str], list[str]]]) -> int:
+    """Queue `lead.scored` for a stored event to the project's active webhooks (`hooks`)."""
+    return webhooks.enqueue(conn, record.project_id, "lead.scored", event_summary(record),
+                            decision=str(record.verdict.get("decision")), hooks=hooks)
 
 
 def event_summary(ev: EventRecord) -> dict[str, Any]:
