@@ -1,6 +1,10 @@
 """An open-loop load generator: requests at a fixed, evenly spaced rate, whatever the answers do.
 
     python bench/fixedrate.py URL --rate 400 --seconds 8 [--post BODY] [--header 'Name: value']
+        [--visitors]
+
+--visitors makes every request a new visitor: its own X-Forwarded-For address, and `{n}` in the
+body replaced by the request's number (a new e-mail), so no counter key is ever seen twice.
 
 Latency is counted from when a request was *due*, not when it went out, so a stalled server
 cannot hide its queue (no coordinated omission). wrk holds connections busy instead of a rate,
@@ -19,20 +23,30 @@ import time
 import aiohttp
 
 
+def visitor_ip(n: int) -> str:
+    """A distinct public-looking IPv4 address for request n (20.0.0.1 onwards)."""
+    return f"{20 + (n >> 16) % 180}.{(n >> 8) & 255}.{n & 255}.{1 + n % 250}"
+
+
 async def run(url: str, rate: float, seconds: float, body: str | None,
-              headers: dict[str, str]) -> dict[str, float]:
+              headers: dict[str, str], visitors: bool = False) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=256, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(due: float) -> None:
+        async def one(due: float, n: int) -> None:
             nonlocal errors
             try:
-                if body is None:
-                    ctx = session.get(url, headers=headers)
+                sent = headers
+                data = body
+                if visitors:
+                    sent = {**headers, "X-Forwarded-For": visitor_ip(n)}
+                    data = body.replace("{n}", str(n)) if body is not None else None
+                if data is None:
+                    ctx = session.get(url, headers=sent)
                 else:
-                    ctx = session.post(url, data=body, headers=headers)
+                    ctx = session.post(url, data=data, headers=sent)
                 async with ctx as resp:
                     await resp.read()
                     if resp.status >= 400:
@@ -50,7 +64,7 @@ async def run(url: str, rate: float, seconds: float, body: str | None,
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due)))
+            tasks.append(asyncio.create_task(one(due, i)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
@@ -65,6 +79,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--post")
     ap.add_argument("--header", action="append", default=[])
+    ap.add_argument("--visitors", action="store_true", help="a new visitor per request")
     args = ap.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
     try:
@@ -72,7 +87,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.post, headers))))
+    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.post, headers,
+                                       args.visitors))))
 
 
 if __name__ == "__main__":

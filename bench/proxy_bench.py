@@ -31,6 +31,20 @@ from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POST_BODY = "email=jane.doe%40example.org&name=Jane+Doe&message=Hello%2C+a+quote+for+3+chairs."
+# Every request a new visitor: own address and e-mail, so every counter key is cold (first seen).
+VISITOR_BODY = "email=v{n}%40example.org&name=Jane+Doe&message=Hello%2C+a+quote+for+3+chairs."
+VISITORS_LUA = """
+n = 0
+request = function()
+  n = n + 1
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["X-Forwarded-For"] = string.format("%d.%d.%d.%d", 20 + math.floor(n / 65536) % 180,
+                                             math.floor(n / 256) % 256, n % 256, 1 + n % 250)
+  local body = string.gsub(wrk.body, "{n}", math.random(1, 2000000000) .. "x" .. n)
+  return wrk.format(nil, nil, headers, body)
+end
+"""
 UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/126.0.0.0 Safari/537.36")
 
@@ -103,6 +117,7 @@ def proxy_config(path: Path, *, port: int, workers: int, state: Path, origin_por
     path.write_text(yaml.safe_dump({
         "proxy": {"host": "127.0.0.1", "port": port, "admin_port": free_port(),
                   "workers": workers, "state_dir": str(state),
+                  "trusted_proxies": ["127.0.0.0/8"],  # the new-visitor runs send X-Forwarded-For
                   "render_secret": "bench-secret-0123456789",
                   "control_api": {"url": f"http://127.0.0.1:{free_port()}", "edge_token": "x",
                                   "flush_interval_s": 5}, **proxy},
@@ -116,17 +131,18 @@ def proxy_config(path: Path, *, port: int, workers: int, state: Path, origin_por
 
 
 def wrk(url: str, cpus: str, duration: int, connections: int, post: bool, host: str,
-        work: Path) -> tuple[float, float, float]:
+        work: Path, visitors: bool = False) -> tuple[float, float, float]:
     cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
            "--latency", "-H", f"Host: {host}", url]
     if post:
         script = work / "post.lua"
         script.write_text(
             'wrk.method = "POST"\n'
-            f'wrk.body = "{POST_BODY}"\n'
+            f'wrk.body = "{VISITOR_BODY if visitors else POST_BODY}"\n'
             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
             f'wrk.headers["User-Agent"] = "{UA}"\n'
             'wrk.headers["Accept-Language"] = "en-GB,en;q=0.9"\n'
+            + (VISITORS_LUA if visitors else "")
         )
         cmd[4:4] = ["-s", str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -145,10 +161,11 @@ def wrk(url: str, cpus: str, duration: int, connections: int, post: bool, host: 
 
 
 def fixed_rate(url: str, cpus: str, rate: float, seconds: int,
-               host: str) -> tuple[float, float, float]:
+               host: str, visitors: bool = False) -> tuple[float, float, float]:
     """Evenly spaced requests at `rate` (bench/fixedrate.py, open loop). (rps, p50, p99)."""
     cmd = ["taskset", "-c", cpus, sys.executable, str(ROOT / "bench" / "fixedrate.py"), url,
-           "--rate", f"{rate:.0f}", "--seconds", str(seconds), "--post", POST_BODY,
+           "--rate", f"{rate:.0f}", "--seconds", str(seconds),
+           "--post", VISITOR_BODY if visitors else POST_BODY, *(["--visitors"] if visitors else []),
            "--header", f"Host: {host}", "--header", f"User-Agent: {UA}",
            "--header", "Accept-Language: en-GB,en;q=0.9",
            "--header", "Content-Type: application/x-www-form-urlencoded"]
@@ -190,11 +207,11 @@ def main() -> int:
         origin_port, redis_port = start_origin_and_redis(procs, work, args.load_cpus)
 
         def run(name: str, port: int, path: str, post: bool, host: str = "site.test",
-                connections: int = args.connections) -> None:
+                connections: int = args.connections, visitors: bool = False) -> None:
             url = f"http://127.0.0.1:{port}{path}"
-            wrk(url, args.load_cpus, 2, connections, post, host, work)  # warm-up
+            wrk(url, args.load_cpus, 2, connections, post, host, work, visitors)  # warm-up
             results[name] = wrk(url, args.load_cpus, args.duration, connections, post,
-                                host, work)
+                                host, work, visitors)
             rps, p50, p99 = results[name]
             print(f"  {name:<44} {rps:>10.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms",
                   flush=True)
@@ -252,13 +269,16 @@ def main() -> int:
             if workers == 1:
                 run(f"{label} POST pass-through", port, "/other", True)
                 run(f"{label} POST scored (rules + Redis)", port, "/contact", True)
+                run(f"{label} POST scored, new visitors", port, "/contact", True, visitors=True)
                 # "Scoring adds" is about latency below saturation: hold half the scored
                 # saturation rate fixed and compare scored with pass-through posts.
                 half = results[f"{label} POST scored (rules + Redis)"][0] / 2
-                for name, path in (("pass-through", "/other"), ("scored", "/contact")):
+                for name, path, visitors in (("pass-through", "/other", False),
+                                             ("scored", "/contact", False),
+                                             ("scored, new visitors", "/contact", True)):
                     key = f"{label} POST {name} at {half:.0f}/s (half saturation)"
                     results[key] = fixed_rate(f"http://127.0.0.1:{port}{path}", args.load_cpus,
-                                              half, args.duration, "site.test")
+                                              half, args.duration, "site.test", visitors)
                     rps, p50, p99 = results[key]
                     print(f"  {key:<44} {rps:>10.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms",
                           flush=True)
@@ -280,13 +300,15 @@ def main() -> int:
     print(f"  activelead GET / mitmproxy GET                {ratio(f'{a1} GET pass-through', 'mitmproxy reverse GET')}")
     print(f"  activelead 2 workers / 1 worker (GET)         {ratio('activelead (2 workers) GET pass-through', f'{a1} GET pass-through')}")
     print(f"  scored POST / pass-through POST               {ratio(f'{a1} POST scored (rules + Redis)', f'{a1} POST pass-through')}")
+    print(f"  scored POST, new visitors / pass-through POST {ratio(f'{a1} POST scored, new visitors', f'{a1} POST pass-through')}")
     if f"{a1} POST scored (rules + Redis)" in results and f"{a1} POST pass-through" in results:
         s, t = results[f"{a1} POST scored (rules + Redis)"], results[f"{a1} POST pass-through"]
         print(f"  scoring adds at saturation: p50 {s[1] - t[1]:+.2f} ms, p99 {s[2] - t[2]:+.2f} ms")
-    if len(halves) == 2:
-        s, t = results[halves["scored"]], results[halves["pass-through"]]
-        print(f"  scoring adds at half saturation (fixed rate): p50 {s[1] - t[1]:+.2f} ms, "
-              f"p99 {s[2] - t[2]:+.2f} ms")
+    for scored in ("scored", "scored, new visitors"):
+        if scored in halves and "pass-through" in halves:
+            s, t = results[halves[scored]], results[halves["pass-through"]]
+            print(f"  scoring adds at half saturation ({scored}): p50 {s[1] - t[1]:+.2f} ms, "
+                  f"p99 {s[2] - t[2]:+.2f} ms")
     print(f"  activelead GET / bare aiohttp GET (floor)     {ratio(f'{a1} GET pass-through', 'bare aiohttp proxy (floor) GET')}")
     print(f"  activelead POST / bare aiohttp POST (floor)   {ratio(f'{a1} POST pass-through', 'bare aiohttp proxy (floor) POST')}")
     for name, mb in mem.items():

@@ -4,31 +4,37 @@ Windows are *sliding* (the two-bucket approximation used by Cloudflare's and Red
 limiters): count = current bucket + previous bucket x the part of it still inside the window.
 Exact to within one bucket's skew, O(1) memory per key and window.
 
-The Redis implementation never costs one round trip per request per counter: every call made in
-the same event-loop tick joins one script call. When Redis fails, calls fall back to local memory,
+The Redis implementation never costs one round trip per request per counter: busy keys are
+answered from local memory and written behind, and every call that must ask Redis in the same
+event-loop tick joins one script call. When Redis fails, counting goes on in local memory,
 `degraded` turns true (callers add the `degraded` label), and Redis is tried again after a pause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger("activelead.counters")
 
 CounterKey = tuple[str, int]  # (key, window in seconds)
 
-# KEYS[i] is a current bucket `<prefix>c:<key>:<window>:<n>`, ARGV[i] its expiry; the previous
-# bucket `...:<n-1>` is derived here. Returns "current previous ..." for each key, in order: one
-# string is one read for the client, where an array costs redis-py a read per element.
+# ARGV[1] holds one line per counter: "<bucket name> <hits to add> <expiry s>", the bucket
+# being `<prefix>c:<key>:<window>:<n>`; the previous bucket `...:<n-1>` is derived here. One
+# string in, one string out ("current previous ..." per line, in order): redis-py spends
+# microseconds of Python on every argument it packs and every array element it reads, and these
+# were the largest Redis cost of a scored post. (Keys are not declared: counters never run on
+# Redis Cluster, where that would matter.)
 HIT_SCRIPT = """
 local out = {}
-for i, name in ipairs(KEYS) do
-  local current = redis.call('INCR', name)
-  redis.call('EXPIRE', name, ARGV[i])
+for name, hits, expiry in string.gmatch(ARGV[1], '(%S+) (%d+) (%d+)') do
+  local current = redis.call('INCRBY', name, hits)
+  redis.call('EXPIRE', name, expiry)
   local cut = string.find(name, ':[^:]*$')
   local bucket = tonumber(string.sub(name, cut + 1))
   local previous = redis.call('GET', string.sub(name, 1, cut) .. (bucket - 1))
@@ -39,14 +45,69 @@ return table.concat(out, ' ')
 """
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(Generic[K, V]):
+    """A map of at most `max_items` entries that never stops to sweep.
+
+    Entries live in a young and an old generation. When the young one is full it becomes the
+    old one and the previous old one is evicted, so what goes is what went unused longest;
+    reading an entry from the old generation moves it back to the young one. The evicted
+    generation is freed a few entries per write, not at once: dropping 100k entries in one go
+    stalls the event loop ~10 ms. (The sweep this replaced stalled it 140 ms over 200k live
+    counters, then had to forget them all.)
+    """
+
+    __slots__ = ("_dying", "_half", "_old", "_young")
+
+    def __init__(self, max_items: int) -> None:
+        self._half = max(1, max_items // 2)
+        self._young: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+        self._dying: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        value = self._young.get(key)
+        if value is None and self._old:
+            value = self._old.pop(key, None)
+            if value is not None:
+                self[key] = value
+        return value
+
+    def __setitem__(self, key: K, value: V) -> None:
+        young = self._young
+        if len(young) >= self._half and key not in young:
+            # The generation before is empty by now: half a generation of writes, 4 freed each.
+            self._dying, self._old, self._young = self._old, young, {}
+            young = self._young
+        young[key] = value
+        dying = self._dying
+        if dying:
+            for _ in range(min(4, len(dying))):
+                dying.popitem()
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+    def clear(self) -> None:
+        self._young.clear()
+        self._old.clear()
+        self._dying.clear()
+
+
 class Counters(Protocol):
     """What the scorer and the token verifier need from a counter store."""
 
     @property
     def degraded(self) -> bool: ...
 
-    async def hit(self, keys: Sequence[CounterKey]) -> list[float]:
-        """Count one event for each key; return each key's count in its sliding window."""
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
+        """Count one event for each key; return each key's count in its sliding window.
+
+        `stale_ok`: answer from what this process knows now, never wait for a shared store (its
+        hits still reach the store); for a backstop that only has to catch floods."""
 
     async def once(self, key: str, ttl_s: int) -> bool:
         """True the first time `key` is seen within `ttl_s` seconds, False afterwards."""
@@ -63,9 +124,8 @@ class MemoryCounters:
     """Process-local counters; bounded so a flood of distinct keys cannot exhaust memory."""
 
     def __init__(self, max_keys: int = 200_000, clock: Callable[[], float] = time.time) -> None:
-        self._buckets: dict[tuple[str, int, int], int] = {}
-        self._seen: dict[str, float] = {}
-        self._max_keys = max_keys
+        self._buckets: Bounded[tuple[str, int, int], int] = Bounded(max_keys)
+        self._seen: Bounded[str, float] = Bounded(max_keys)
         self._time = clock
 
     @property
@@ -74,24 +134,20 @@ class MemoryCounters:
 
     def hit_now(self, keys: Sequence[CounterKey]) -> list[float]:
         now = self._time()
-        if len(self._buckets) > self._max_keys:
-            self._evict(now)
         out = []
         for key, window in keys:
             bucket = int(now // window)
-            cur = self._buckets.get((key, window, bucket), 0) + 1
+            cur = (self._buckets.get((key, window, bucket)) or 0) + 1
             self._buckets[(key, window, bucket)] = cur
-            prev = self._buckets.get((key, window, bucket - 1), 0)
+            prev = self._buckets.get((key, window, bucket - 1)) or 0
             out.append(_sliding(now, window, cur, prev))
         return out
 
-    async def hit(self, keys: Sequence[CounterKey]) -> list[float]:
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
         return self.hit_now(keys)
 
     def once_now(self, key: str, ttl_s: int) -> bool:
         now = self._time()
-        if len(self._seen) > self._max_keys:
-            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
         expires = self._seen.get(key)
         if expires is not None and expires > now:
             return False
@@ -101,22 +157,42 @@ class MemoryCounters:
     async def once(self, key: str, ttl_s: int) -> bool:
         return self.once_now(key, ttl_s)
 
-    def _evict(self, now: float) -> None:
-        # Keep only buckets that can still contribute to a window (current or previous).
-        self._buckets = {
-            k: v for k, v in self._buckets.items() if k[2] >= int(now // k[1]) - 1
-        }
-        if len(self._buckets) > self._max_keys:  # still too many live keys: start afresh
-            log.warning("memory counters over %d live keys; resetting", self._max_keys)
-            self._buckets.clear()
-
     async def close(self) -> None:
         self._buckets.clear()
         self._seen.clear()
 
 
+class _Bucket:
+    """One worker's view of one counter bucket in Redis."""
+
+    __slots__ = ("base", "inflight", "pending", "synced_at")
+
+    def __init__(self) -> None:
+        self.base = 0  # the total Redis last reported (our synced hits included)
+        self.inflight = 0  # our hits sent in a sync that has not answered yet
+        self.pending = 0  # our hits not sent yet
+        self.synced_at = -math.inf  # monotonic time of that report
+
+    @property
+    def count(self) -> int:
+        return self.base + self.inflight + self.pending
+
+
+BucketId = tuple[str, int, int]  # (key, window, bucket number)
+
+
 class RedisCounters:
-    """Redis-backed counters with per-tick pipelining and a memory fallback."""
+    """Redis-backed counters, written behind: hot keys are answered from this worker's memory.
+
+    Every hit is counted locally at once and its delta shipped to Redis by a sync that runs
+    every `sync_interval_s` while there is anything to ship; each sync answers with the global
+    totals, which become the local base. A key this worker synced within `fresh_s` (a flood, a
+    busy form) is therefore answered without any round trip, missing at most the hits other
+    workers made since that sync. A cold key (first seen, or quiet for longer) waits for one
+    sync, started at once and shared by every request of the event-loop tick, so a visitor's
+    first post is counted against what every other proxy saw. Token replay (`once`) is never
+    written behind: single use must hold across workers.
+    """
 
     def __init__(
         self,
@@ -125,6 +201,10 @@ class RedisCounters:
         prefix: str = "al:",
         timeout_s: float = 0.25,
         retry_after_s: float = 2.0,
+        sync_interval_s: float = 0.05,
+        fresh_s: float = 0.25,
+        max_keys: int = 200_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         import redis.asyncio as aioredis  # imported here: memory-only deployments never need it
 
@@ -134,12 +214,20 @@ class RedisCounters:
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
-        self._fallback = MemoryCounters()
+        self._sync_interval_s = sync_interval_s
+        self._fresh_s = fresh_s
+        self._time = clock
+        self._buckets: Bounded[BucketId, _Bucket] = Bounded(max_keys)
+        self._dirty: dict[BucketId, _Bucket] = {}  # buckets with pending hits
+        self._fallback = MemoryCounters(max_keys=max_keys, clock=clock)  # replay set when down
         self._down_until = 0.0
         self._hit_script = self._redis.register_script(HIT_SCRIPT)
-        self._pending: list[tuple[Sequence[CounterKey], asyncio.Future[list[float]]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[list[BucketId], float, asyncio.Future[list[float]]]] = []
+        self._sync_soon: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
         self.failures = 0
+        self.syncs = 0
 
     @property
     def degraded(self) -> bool:
@@ -151,49 +239,96 @@ class RedisCounters:
         self.failures += 1
         self._down_until = time.monotonic() + self._retry_after_s
 
-    async def hit(self, keys: Sequence[CounterKey]) -> list[float]:
-        if self.degraded:
-            return self._fallback.hit_now(keys)
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
+        now = self._time()
+        mono = time.monotonic()
+        down = self.degraded
+        ids: list[BucketId] = []
+        cold = False
+        for key, window in keys:
+            bucket_id = (key, window, int(now // window))
+            bucket = self._buckets.get(bucket_id)
+            if bucket is None:
+                bucket = self._buckets[bucket_id] = _Bucket()
+            ids.append(bucket_id)
+            if down:  # counted here only; Redis learns nothing of an outage's hits
+                bucket.base += 1
+                continue
+            bucket.pending += 1
+            self._dirty[bucket_id] = bucket
+            cold = cold or mono - bucket.synced_at > self._fresh_s
+        self._start_ticker()
+        if not cold or stale_ok:
+            return self._counts(ids, now)
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, future))
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        self._waiters.append((ids, now, future))
+        if self._sync_soon is None:
+            self._sync_soon = asyncio.get_running_loop().create_task(self._sync_this_tick())
         return await future
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let every request of this tick join the batch
-        batch, self._pending = self._pending, []
-        self._flushing = None
-        now = time.time()
-        names: list[str] = []
-        expiries: list[int] = []
-        for keys, _ in batch:
-            for key, window in keys:
-                names.append(f"{self._prefix}c:{key}:{window}:{int(now // window)}")
-                expiries.append(window * 2 + 1)
+    def _counts(self, ids: Sequence[BucketId], now: float) -> list[float]:
+        out = []
+        for key, window, number in ids:
+            current = self._buckets.get((key, window, number))
+            previous = self._buckets.get((key, window, number - 1))
+            out.append(_sliding(now, window, current.count if current else 0,
+                                previous.count if previous else 0))
+        return out
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None and not self._closed:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Ship hot keys' hits every sync interval while there are any."""
+        while not self._closed:
+            await asyncio.sleep(self._sync_interval_s)
+            if self._dirty and not self.degraded:
+                await self._sync()
+
+    async def _sync_this_tick(self) -> None:
+        await asyncio.sleep(0)  # let every request of this tick join the sync
+        self._sync_soon = None
+        await self._sync()
+
+    async def _sync(self) -> None:
+        """Send every pending hit in one script call; the answers become the local bases."""
+        waiters, self._waiters = self._waiters, []
+        dirty, self._dirty = self._dirty, {}
+        sent = [(bucket_id, bucket, bucket.pending) for bucket_id, bucket in dirty.items()]
+        for _, bucket, delta in sent:
+            bucket.inflight += delta
+            bucket.pending = 0
         try:
+            prefix = self._prefix
+            lines = "\n".join([f"{prefix}c:{key}:{window}:{number} {delta} {window * 2 + 1}"
+                               for (key, window, number), _, delta in sent])
             async with asyncio.timeout(self._timeout_s * 2):
-                # One command for the whole tick: redis-py spends several microseconds of Python
-                # on every command it packs and parses, and three commands per key per request
-                # were the largest cost of a scored post (18% of the proxy's CPU, measured).
-                raw = await self._hit_script(keys=names, args=expiries) if names else b""
+                raw = await self._hit_script(args=[lines]) if sent else b""
             replies = [int(x) for x in raw.split()]
-            if len(replies) != 2 * len(names):
-                raise ValueError(f"counter script answered {len(replies)} numbers for {len(names)} keys")
-        except Exception as exc:  # any Redis failure: degrade, never fail the request
+            if len(replies) != 2 * len(sent):
+                raise ValueError(f"counter script answered {len(replies)} numbers for {len(sent)} keys")
+        except Exception as exc:  # any Redis failure: keep counting locally, never fail a request
             self._mark_down(exc)
-            for keys, future in batch:
-                if not future.done():
-                    future.set_result(self._fallback.hit_now(keys))
-            return
-        i = 0
-        for keys, future in batch:
-            counts = []
-            for _, window in keys:
-                counts.append(_sliding(now, window, replies[i], replies[i + 1]))
-                i += 2
+            for _, bucket, delta in sent:  # ours for good; Redis never saw them
+                bucket.inflight -= delta
+                bucket.base += delta
+        else:
+            self.syncs += 1
+            synced_at = time.monotonic()
+            for i, ((key, window, number), bucket, delta) in enumerate(sent):
+                bucket.inflight -= delta
+                bucket.base = max(bucket.base, replies[2 * i])
+                bucket.synced_at = synced_at
+                earlier = replies[2 * i + 1]
+                previous = self._buckets.get((key, window, number - 1))
+                if previous is None and earlier:
+                    previous = self._buckets[(key, window, number - 1)] = _Bucket()
+                if previous is not None and not previous.pending and not previous.inflight:
+                    previous.base = max(previous.base, earlier)
+        for ids, now, future in waiters:
             if not future.done():
-                future.set_result(counts)
+                future.set_result(self._counts(ids, now))
 
     async def once(self, key: str, ttl_s: int) -> bool:
         if not self.degraded:
@@ -206,6 +341,13 @@ class RedisCounters:
         return self._fallback.once_now(key, ttl_s)
 
     async def close(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._sync_soon is not None:
+            await self._sync_soon
+        if self._dirty and not self.degraded:
+            await self._sync()  # last hits of a stopping worker still count for the others
         await self._redis.aclose()

@@ -3,6 +3,7 @@ scored or recorded, per client IP and per form, shared through Redis by several 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -100,5 +101,11 @@ async def test_two_proxies_share_the_limit_through_redis(
                          trusted_proxies=["127.0.0.0/8"], redis=redis.url,
                          state_dir=str(tmp_path / "b"))
     ip = "81.2.69.170"
-    statuses = [(await post(port, ip=ip))[0] for port in (a.port, b.port) * 3]
-    assert statuses == [200, 200, 200, 200, 429, 429]
+    statuses = []
+    for port in (a.port, b.port) * 4:
+        statuses.append((await post(port, ip=ip))[0])
+        await asyncio.sleep(0.2)  # each proxy's write-behind sync has run
+    # The cap is answered from each proxy's own view, synced 50 ms after every hit: it may miss
+    # the other proxy's posts since its last sync, here at most one. Then both refuse.
+    assert statuses[:4] == [200] * 4 and statuses.count(200) <= 5
+    assert statuses[-2:] == [429, 429], statuses

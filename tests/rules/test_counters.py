@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from rules import MemoryCounters, RedisCounters
-from rules.counters import _sliding
+from rules.counters import Bounded, _sliding
 from tests.services import RedisServer
 
 
@@ -27,23 +27,92 @@ async def test_memory_counts_and_once() -> None:
     assert await c.once("tok", 60) is False
 
 
-def test_memory_counters_stay_bounded() -> None:
+def test_memory_counters_stay_bounded_and_keep_what_is_in_use() -> None:
     c = MemoryCounters(max_keys=100)
     for i in range(1000):
-        c.hit_now([(f"k{i}", 60)])
-    assert len(c._buckets) <= 101
+        c.hit_now([(f"k{i}", 3600)])
+        if i % 20 == 0:
+            busy = c.hit_now([("busy", 3600)])[0]
+        assert len(c._buckets) <= 100
+    assert busy == 50  # the key in use was never forgotten
+    assert c.hit_now([("k0", 3600)]) == [1]  # the long-unused one was
+    for i in range(1000):
+        c.once_now(f"t{i}", 3600)
+        assert len(c._seen) <= 100
+    assert c.once_now("t999", 3600) is False and c.once_now("t0", 3600) is True
+
+
+def test_bounded_map_rotates_generations() -> None:
+    m: Bounded[str, int] = Bounded(4)
+    for i in range(4):
+        m[f"k{i}"] = i
+    assert len(m) == 4 and m.get("k0") == 0  # k0 read back from the old generation
+    m["k4"] = 4  # each rotation drops the generation that went unused longest
+    m["k5"] = 5
+    assert m.get("k1") is None and m.get("k0") == 0 and m.get("k5") == 5 and len(m) <= 4
 
 
 async def test_redis_counts_shared_between_instances(redis: RedisServer) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    a, b = RedisCounters(redis.url, prefix=prefix), RedisCounters(redis.url, prefix=prefix)
+    a = RedisCounters(redis.url, prefix=prefix, sync_interval_s=0.05)
+    b = RedisCounters(redis.url, prefix=prefix, sync_interval_s=0.05)
     try:
-        await a.hit([("ip:x", 600)])
-        await b.hit([("ip:x", 600)])
-        (count,) = await a.hit([("ip:x", 600)])
-        assert count >= 3 and not a.degraded
+        assert await a.hit([("ip:x", 600)]) == [1]
+        assert await b.hit([("ip:x", 600)]) == [2]  # cold on b: asks Redis, sees a's hit
+        (count,) = await a.hit([("ip:x", 600)])  # hot on a: answered locally, b's hit not seen yet
+        assert count == 2 and not a.degraded
+        await asyncio.sleep(0.2)  # a's write-behind sync has run and brought b's hit back
+        assert await a.hit([("ip:x", 600)]) == [4]
         assert await a.once("tok1", 60) is True
         assert await b.once("tok1", 60) is False  # replay seen by another proxy worker
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_hot_keys_cost_no_round_trip_and_are_written_behind(redis_own: RedisServer) -> None:
+    probe = redis.Redis.from_url(redis_own.url)
+    # A sync interval longer than the test: only the cold first hit and close() talk to Redis.
+    c = RedisCounters(redis_own.url, prefix="h:", sync_interval_s=60, fresh_s=60)
+    try:
+        await c.hit([("warm", 60)])  # loads the script
+        calls = (await probe.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        assert await c.hit([("form:f", 60)]) == [1]  # cold: one sync
+        counts = [(await c.hit([("form:f", 60)]))[0] for _ in range(100)]
+        assert counts == list(range(2, 102))
+        assert (await probe.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls == 1
+        await c.close()  # a stopping worker ships what it counted
+        keys = await probe.keys("h:c:form:f:60:*")
+        assert [int(await probe.get(k)) for k in keys] == [101]
+    finally:
+        await c.close()
+        await probe.aclose()
+
+
+async def test_redis_stale_ok_never_waits_yet_reaches_redis(redis_own: RedisServer) -> None:
+    probe = redis.Redis.from_url(redis_own.url)
+    a = RedisCounters(redis_own.url, prefix="s:", sync_interval_s=0.05)
+    try:
+        await a.hit([("warm", 60)])
+        calls = (await probe.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        assert await a.hit([("rl:new", 60)], stale_ok=True) == [1]  # cold, answered locally
+        assert (await probe.info("commandstats"))["cmdstat_evalsha"]["calls"] == calls
+        await asyncio.sleep(0.2)
+        keys = await probe.keys("s:c:rl:new:60:*")
+        assert [int(await probe.get(k)) for k in keys] == [1]  # written behind
+    finally:
+        await a.close()
+        await probe.aclose()
+
+
+async def test_redis_write_behind_reaches_other_workers(redis_own: RedisServer) -> None:
+    a = RedisCounters(redis_own.url, prefix="w:", sync_interval_s=0.05)
+    b = RedisCounters(redis_own.url, prefix="w:", sync_interval_s=0.05)
+    try:
+        for _ in range(50):
+            await a.hit([("ip:flood", 60)])
+        await asyncio.sleep(0.2)
+        assert await b.hit([("ip:flood", 60)]) == [51]
     finally:
         await a.close()
         await b.close()
@@ -56,26 +125,28 @@ async def test_redis_batches_one_command_per_tick(redis_own: RedisServer) -> Non
     try:
         await c.hit([("warm", 60)])  # loads the script once
         stats = await probe.info("commandstats")
-        before = stats["cmdstat_evalsha"]["calls"], stats["cmdstat_incr"]["calls"]
+        before = stats["cmdstat_evalsha"]["calls"], stats["cmdstat_incrby"]["calls"]
         results = await asyncio.gather(*(c.hit([("form:f", 60), (f"ip:{i}", 60)])
                                          for i in range(200)))
         stats = await probe.info("commandstats")
         assert stats["cmdstat_evalsha"]["calls"] - before[0] == 1  # one command for the tick
-        assert stats["cmdstat_incr"]["calls"] - before[1] == 400  # 200 requests x 2 counters
-        assert sorted(r[0] for r in results) == list(range(1, 201))
-        assert all(r[1] == 1 for r in results)
+        assert stats["cmdstat_incrby"]["calls"] - before[1] == 201  # one per distinct counter
+        assert all(r == [200, 1] for r in results)  # every post of the tick sees the whole tick
     finally:
         await c.close()
         await probe.aclose()
 
 
 async def test_redis_down_degrades_to_memory_and_recovers(redis_own: RedisServer) -> None:
-    c = RedisCounters(redis_own.url, prefix="f:", retry_after_s=0.2, timeout_s=0.2)
+    c = RedisCounters(redis_own.url, prefix="f:", retry_after_s=0.2, timeout_s=0.2, fresh_s=0.1)
     try:
         await c.hit([("k", 60)])
         redis_own.stop()
+        await asyncio.sleep(0.15)  # the key is no longer fresh: the next hit asks Redis
         counts = await c.hit([("k", 60)])  # answered from memory, no exception
-        assert counts == [1.0] and c.degraded
+        assert counts == [2.0] and c.degraded
+        assert await c.hit([("k", 60)]) == [3.0]  # counting goes on locally
+        assert not c._dirty  # an outage's hits are not queued for Redis
         assert await c.once("tok", 60) is True
         redis_own.start()
         await asyncio.sleep(0.3)
@@ -95,7 +166,8 @@ async def test_scorer_marks_degraded_when_redis_is_gone(redis_own: RedisServer) 
     try:
         assert not (await scorer.score(make_submission())).degraded
         redis_own.stop()
-        verdict = await scorer.score(make_submission())
+        # A new e-mail is a cold counter: it has to ask Redis, which is gone.
+        verdict = await scorer.score(make_submission(email="someone.else@example.org"))
         assert verdict.degraded and "degraded" in verdict.labels
     finally:
         await counters.close()
