@@ -242,7 +242,12 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         project_for=_project_lookup(app),
         step_up_script=app[STEP_UP_SCRIPT],
     )
+    flusher = asyncio.create_task(metrics.flush_every(1.0), name="metrics-flush")
     yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    metrics.TALLY.flush()
 
 
 def create_app(

@@ -85,7 +85,9 @@ def parse(content_type: str, body: bytes) -> ParsedBody:
 
 def strip(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
     """`body` without the fields in `names`; byte-identical when none of them is present."""
-    if not any(name.encode() in body for name in names):
+    # bytes.find, not `in`: `x in some_bytes` first tries x as an integer and builds and drops a
+    # TypeError before searching (~0.9 us each, measured; a scored post made a dozen of them).
+    if not any(body.find(name.encode()) >= 0 for name in names):
         return body  # the usual case for forms the proxy did not render: nothing to cut
     kind = body_kind(content_type)
     if kind == "urlencoded":
@@ -101,8 +103,8 @@ def strip(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
 
 
 def _unquote(raw: bytes) -> bytes:
-    if b"%" not in raw and b"+" not in raw:
-        return raw  # most names and many values: nothing to decode
+    if raw.find(b"%") < 0:  # find, not `in` (see strip); replace returns raw itself if no "+"
+        return raw.replace(b"+", b" ")
     return unquote_to_bytes(raw.replace(b"+", b" "))
 
 

@@ -6,8 +6,10 @@ supervisor sets PROMETHEUS_MULTIPROC_DIR before they start and the admin endpoin
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -80,13 +82,44 @@ def request(site: str, method: str) -> None:
     _request_child(site, method if method in _KINDS else "other").inc()
 
 
+class Tally:
+    """Counter increments of the scored path, kept in a plain dict and added to their Prometheus
+    children in one go by `flush()`: each child's `inc()` takes a lock (~1.8 us), and a scored
+    post made five or six of them. Flushed before every scrape of this process and every second
+    by each worker (`flush_every`), so other workers' figures are at most that late."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Any, int] = {}
+
+    def add(self, child: Any) -> None:
+        pending = self._pending
+        pending[child] = pending.get(child, 0) + 1
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for child, n in pending.items():
+            child.inc(n)
+
+
+TALLY = Tally()
+
+
+async def flush_every(interval_s: float = 1.0) -> None:
+    """Runs for the life of a worker; the caller cancels it (and flushes once more)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        TALLY.flush()
+
+
 @functools.lru_cache(maxsize=4096)
 def _label_child(site: str, label: str) -> Any:
     return LABELS.labels(site, label)
 
 
-def label(site: str, name: str) -> None:
-    _label_child(site, name).inc()
+def labels(site: str, names: Iterable[str]) -> None:
+    add = TALLY.add
+    for name in names:
+        add(_label_child(site, name))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,7 +128,7 @@ def _decision_child(site: str, form: str, action: str) -> Any:
 
 
 def decision(site: str, form: str, action: str) -> None:
-    _decision_child(site, form, action).inc()
+    TALLY.add(_decision_child(site, form, action))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -118,6 +151,7 @@ def _rate_limited_child(site: str, form: str) -> Any:
 
 def render() -> tuple[bytes, str]:
     """The exposition text for /metrics (aggregated over workers in multiprocess mode)."""
+    TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

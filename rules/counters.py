@@ -103,11 +103,14 @@ class Counters(Protocol):
     @property
     def degraded(self) -> bool: ...
 
-    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> list[float]:
         """Count one event for each key; return each key's count in its sliding window.
 
         `stale_ok`: answer from what this process knows now, never wait for a shared store (its
-        hits still reach the store); for a backstop that only has to catch floods."""
+        hits still reach the store); for a backstop that only has to catch floods.
+        `timeout_s`: longest wait for a shared store, else TimeoutError. Only a call that has to
+        wait sets a timer (one costs ~8 us, more than answering a busy key)."""
 
     async def once(self, key: str, ttl_s: int) -> bool:
         """True the first time `key` is seen within `ttl_s` seconds, False afterwards."""
@@ -143,7 +146,8 @@ class MemoryCounters:
             out.append(_sliding(now, window, cur, prev))
         return out
 
-    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> list[float]:
         return self.hit_now(keys)
 
     def once_now(self, key: str, ttl_s: int) -> bool:
@@ -239,7 +243,8 @@ class RedisCounters:
         self.failures += 1
         self._down_until = time.monotonic() + self._retry_after_s
 
-    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False) -> list[float]:
+    async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> list[float]:
         now = self._time()
         mono = time.monotonic()
         down = self.degraded
@@ -264,7 +269,9 @@ class RedisCounters:
         self._waiters.append((ids, now, future))
         if self._sync_soon is None:
             self._sync_soon = asyncio.get_running_loop().create_task(self._sync_this_tick())
-        return await future
+        if timeout_s is None:
+            return await future
+        return await asyncio.wait_for(future, timeout_s)  # the sync skips a cancelled waiter
 
     def _counts(self, ids: Sequence[BucketId], now: float) -> list[float]:
         out = []

@@ -23,15 +23,20 @@ class Scorer:
         self.counters = counters
 
     async def score(self, sub: Submission, thresholds: Thresholds | None = None,
-                    engine: Engine | None = None) -> Verdict:
+                    engine: Engine | None = None, *, timeout_s: float | None = None) -> Verdict:
+        """`timeout_s` bounds the wait for the counters (the only I/O): TimeoutError past it,
+        for the caller's failure policy. Scoring itself is CPU and is not interrupted."""
         engine = engine or self.engine
         keys = engine.velocity_keys(sub)
         degraded = False
         velocity: dict[str, float] = {}
         if not sub.is_test:  # test submissions must not push real visitors over a limit
             try:
-                counts = await self.counters.hit([(key, window) for _, key, window in keys])
+                counts = await self.counters.hit([(key, window) for _, key, window in keys],
+                                                 timeout_s=timeout_s)
                 velocity = {name: count for (name, _, _), count in zip(keys, counts, strict=True)}
+            except TimeoutError:
+                raise
             except Exception:
                 log.exception("velocity counters failed; scoring without them")
                 degraded = True

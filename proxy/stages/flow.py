@@ -38,7 +38,7 @@ class ScorerLike(Protocol):
 
     async def score(
         self, submission: Submission, thresholds: Thresholds | None = None,
-        engine: Engine | None = None,
+        engine: Engine | None = None, *, timeout_s: float | None = None,
     ) -> Verdict: ...
 
 

@@ -48,5 +48,4 @@ class Record:
             return
         self._reporter.emit(make_event(flow))
         metrics.decision(flow.site.id, flow.form.id, flow.action)
-        for label in flow.verdict.labels:
-            metrics.label(flow.site.id, label)
+        metrics.labels(flow.site.id, flow.verdict.labels)
