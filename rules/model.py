@@ -7,6 +7,7 @@ proxy, the control API and the CLI build and read.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -252,5 +253,10 @@ class Verdict:
 
 
 def new_trace_id() -> str:
-    """A short, unguessable, URL-safe id that joins a verdict to its event and its feedback."""
-    return "tr_" + secrets.token_hex(12)
+    """A short, URL-safe id that joins a verdict to its event and its feedback.
+
+    Time-ordered: 48 bits of milliseconds, then 48 random bits (unguessable within a
+    millisecond, unique beyond any rate we see). Ids made later sort later, so inserting events
+    appends to the right edge of the trace-id index instead of dirtying a random page of it.
+    """
+    return f"tr_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"

@@ -16,6 +16,20 @@ def test_human_is_allowed_with_zero_score(engine: Engine) -> None:
     assert verdict.trace_id.startswith("tr_") and len(verdict.trace_id) == 27
 
 
+def test_trace_ids_are_unique_and_sort_by_creation_time() -> None:
+    import time
+
+    from rules.model import new_trace_id
+
+    first = new_trace_id()
+    time.sleep(0.002)
+    ids = [new_trace_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(first < later for later in ids)  # later milliseconds sort later
+    assert int(ids[-1][3:15], 16) - time.time_ns() // 1_000_000 <= 0
+    assert all(len(i) == 27 and i[3:].isalnum() for i in ids)
+
+
 def test_score_is_the_sum_of_hit_weights_capped_at_100(engine: Engine) -> None:
     verdict = engine.score(make_submission(ip="3.5.140.2", userAgent="curl/8.5.0"))
     assert verdict.score == sum(h.weight for h in verdict.hits) == 75
