@@ -37,3 +37,13 @@ async def test_health_and_metrics(origin: TestServer, make_proxy: MakeProxy) -> 
         assert 'activelead_proxy_labels_total{label="disposable_email",site="shop"}' in text
     finally:
         await admin.close()
+
+
+def test_tally_reaches_prometheus_on_flush() -> None:
+    from proxy import metrics
+
+    before = metrics.LABELS.labels("tally-site", "tally_label")._value.get()
+    metrics.labels("tally-site", ["tally_label", "tally_label"])
+    assert metrics.LABELS.labels("tally-site", "tally_label")._value.get() == before  # not yet
+    text = metrics.render()[0].decode()  # a scrape flushes first
+    assert 'activelead_proxy_labels_total{label="tally_label",site="tally-site"} 2.0' in text
