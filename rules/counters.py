@@ -226,12 +226,11 @@ class RedisCounters:
         self._fallback = MemoryCounters(max_keys=max_keys, clock=clock)  # replay set when down
         self._down_until = 0.0
         self._hit_script = self._redis.register_script(HIT_SCRIPT)
-        self._waiters: list[tuple[list[BucketId], float, asyncio.Future[list[float]]]] = []
+        self._waiters: list[tuple[list[tuple[BucketId, _Bucket]], float, asyncio.Future[list[float]]]] = []
         self._sync_soon: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         self.failures = 0
-        self.syncs = 0
 
     @property
     def degraded(self) -> bool:
@@ -248,14 +247,14 @@ class RedisCounters:
         now = self._time()
         mono = time.monotonic()
         down = self.degraded
-        ids: list[BucketId] = []
+        held: list[tuple[BucketId, _Bucket]] = []
         cold = False
         for key, window in keys:
             bucket_id = (key, window, int(now // window))
             bucket = self._buckets.get(bucket_id)
             if bucket is None:
                 bucket = self._buckets[bucket_id] = _Bucket()
-            ids.append(bucket_id)
+            held.append((bucket_id, bucket))
             if down:  # counted here only; Redis learns nothing of an outage's hits
                 bucket.base += 1
                 continue
@@ -264,22 +263,20 @@ class RedisCounters:
             cold = cold or mono - bucket.synced_at > self._fresh_s
         self._start_ticker()
         if not cold or stale_ok:
-            return self._counts(ids, now)
+            return self._counts(held, now)
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((ids, now, future))
+        self._waiters.append((held, now, future))
         if self._sync_soon is None:
             self._sync_soon = asyncio.get_running_loop().create_task(self._sync_this_tick())
         if timeout_s is None:
             return await future
         return await asyncio.wait_for(future, timeout_s)  # the sync skips a cancelled waiter
 
-    def _counts(self, ids: Sequence[BucketId], now: float) -> list[float]:
+    def _counts(self, held: Sequence[tuple[BucketId, _Bucket]], now: float) -> list[float]:
         out = []
-        for key, window, number in ids:
-            current = self._buckets.get((key, window, number))
+        for (key, window, number), current in held:
             previous = self._buckets.get((key, window, number - 1))
-            out.append(_sliding(now, window, current.count if current else 0,
-                                previous.count if previous else 0))
+            out.append(_sliding(now, window, current.count, previous.count if previous else 0))
         return out
 
     def _start_ticker(self) -> None:
@@ -321,7 +318,6 @@ class RedisCounters:
                 bucket.inflight -= delta
                 bucket.base += delta
         else:
-            self.syncs += 1
             synced_at = time.monotonic()
             for i, ((key, window, number), bucket, delta) in enumerate(sent):
                 bucket.inflight -= delta
@@ -333,9 +329,9 @@ class RedisCounters:
                     previous = self._buckets[(key, window, number - 1)] = _Bucket()
                 if previous is not None and not previous.pending and not previous.inflight:
                     previous.base = max(previous.base, earlier)
-        for ids, now, future in waiters:
+        for held, now, future in waiters:
             if not future.done():
-                future.set_result(self._counts(ids, now))
+                future.set_result(self._counts(held, now))
 
     async def once(self, key: str, ttl_s: int) -> bool:
         if not self.degraded:
