@@ -35,7 +35,7 @@ import aiohttp
 
 # the repository root, for the tests' own port helpers (free_port, wait_for_port)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, spawn_control_api, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -254,14 +254,7 @@ def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
     config.write_text(
         f"control_api:\n  port: {port}\n  db: '{db}'\n  key_pepper: bench\n  ingest_rate_per_key: 10000000\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control_api", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_control_api(config)
     wait_for_port(port, timeout_s=30.0)
     return proc, port, demo
 

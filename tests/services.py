@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -26,6 +31,18 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def spawn_control_api(config: Path, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m control_api --config <config>` from the repository root, the caller's
+    ACTIVELEAD_* variables removed so that the file alone decides. Output to `log`, or dropped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "control_api", "--config", str(config)], cwd=ROOT, env=env,
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+    )
 
 
 class RedisServer:
@@ -67,5 +84,4 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
-ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT.parent / "shared" / "eval"

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from control_api.migrations import MIGRATIONS
 from control_api.settings import load_settings
 from tests.control_api.conftest import make_settings, shared_engine, sign_up
 from tests.control_api.test_keys import GOOD
-from tests.services import ROOT, free_port, wait_for_port
+from tests.services import free_port, spawn_control_api, wait_for_port
 
 YAML = """
 scoring:
@@ -120,14 +117,7 @@ def test_python_m_control_api_serves(tmp_path: Path) -> None:
     port = free_port()
     path = tmp_path / "activelead.yaml"
     path.write_text(f"control_api:\n  port: {port}\n  db: {tmp_path / 'c.sqlite3'}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control_api", "--config", str(path)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_control_api(path)
     try:
         wait_for_port(port, timeout_s=30)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:

@@ -9,10 +9,8 @@ edge token, made through the control API's own HTTP API; its read methods ask th
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from control_api.app import create_app
 from tests.control_api.conftest import make_settings, shared_engine
-from tests.services import ROOT, free_port
+from tests.services import free_port, spawn_control_api
 
 INITIAL_CREDITS = 1000  # make_settings' grant to every new account
 
@@ -195,12 +193,8 @@ class ControlApiProcess:
     def spawn(self) -> None:
         assert self.proc is None
         self.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
-        env["PYTHONPATH"] = str(ROOT)
         with (self.dir / f"log-{self.starts}.txt").open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "control_api", "--config", str(self.config)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = spawn_control_api(self.config, log)
 
     async def start(self) -> None:
         self.spawn()
