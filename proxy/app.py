@@ -25,6 +25,7 @@ from activelead import snippet_http as snippet_routes
 from proxy import metrics, render
 from proxy.clientip import ClientIpResolver, parse_ip
 from proxy.events import LogReporter, Spool, SpoolReporter
+from proxy.fastpath import BAD_GATEWAY, BROKE_OFF, GATEWAY_TIMEOUT
 from proxy.forward import downstream_headers, upstream_headers
 from proxy.remote_config import ProjectConfig, RemoteConfig
 from proxy.settings import ProxySettings, Site, compile_sites
@@ -322,6 +323,13 @@ def _site_for(request: web.Request) -> Site:
     return site
 
 
+def _target(request: web.Request) -> str:
+    """The request target as the origin should see it: byte-exact origin-form, or the path and
+    query of an absolute-form target (`GET http://host/path`, whose host chose the site)."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
+
+
 def _body_limit(site: Site, request: web.Request) -> int:
     form = site.match(request.method, request.path)
     if form is not None and form.mode != "off":
@@ -358,7 +366,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         metrics.request(site.id, request.method)
         tls = site.config.tls
         if tls is not None and tls.redirect_http and not request.secure:
-            raise web.HTTPPermanentRedirect(f"https://{request.host}{request.raw_path}")
+            raise web.HTTPPermanentRedirect(f"https://{request.host}{_target(request)}")
         client = _client(request)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _websocket(request, site, client)
@@ -449,7 +457,7 @@ async def _forward(
     try:
         async with asyncio.timeout(t.total_s):
             upstream = await session.request(
-                request.method, URL(cfg.origin + request.raw_path, encoded=True),
+                request.method, URL(cfg.origin + _target(request), encoded=True),
                 headers=headers, data=data, allow_redirects=False,
                 ssl=routing.origin_ssl[site.id], timeout=routing.upstream_timeouts[site.id],
             )
@@ -460,15 +468,13 @@ async def _forward(
             raise _too_large(site.max_body_bytes) from None
         metrics.UPSTREAM_ERRORS.labels(site.id, "timeout").inc()
         log.warning("origin of %s timed out: %s %s", site.id, request.method, request.path)
-        raise ProxyError(
-            504, "Gateway Timeout: the site's server took too long to answer."
-        ) from None
+        raise ProxyError(504, GATEWAY_TIMEOUT) from None
     except (aiohttp.ClientError, OSError) as exc:
         if limited is not None and limited.exceeded:
             raise _too_large(site.max_body_bytes) from None
         metrics.UPSTREAM_ERRORS.labels(site.id, "connect").inc()
         log.warning("origin of %s failed: %s: %s", site.id, type(exc).__name__, exc)
-        raise ProxyError(502, "Bad Gateway: the site's server could not be reached.") from None
+        raise ProxyError(502, BAD_GATEWAY) from None
     metrics.upstream_latency(site.id, time.perf_counter() - started)
     try:
         return await _relay(request, site, upstream, scored=scored, extra_down=extra)
@@ -502,7 +508,7 @@ async def _relay(
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.UPSTREAM_ERRORS.labels(site.id, "body").inc()
             log.warning("origin of %s broke off mid-body: %s", site.id, type(exc).__name__)
-            raise ProxyError(502, "Bad Gateway: the site's server broke off its answer.") from None
+            raise ProxyError(502, BROKE_OFF) from None
         small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
         small.headers.extend((k, v) for k, v in headers.items() if k.lower() != "content-length")
         return small
@@ -553,22 +559,18 @@ async def _relay_rendered(
     if complete:
         coding = upstream.headers.get("Content-Encoding", "").lower()
         try:
-            page = render.decode(body, coding)
-            if len(page) <= limit:
-                page, count = render.inject(
-                    page, site=site, signer=request.app[ROUTING].signer,
-                    page_path=request.path, snippet_src=site.snippet_src,
-                    snippet_site=site.config.snippet.site_key,
-                )
-                if count:
-                    body = render.encode(page, coding)
-                    etag = resp.headers.get("ETag")
-                    if etag and not etag.startswith("W/"):
-                        resp.headers["ETag"] = "W/" + etag  # no longer byte-identical
-                    resp.headers.popall("Content-MD5", None)
-                    resp.headers["Cache-Control"] = NO_STORE  # each visitor gets own token
+            page = render.protect_page(body, coding, site=site, signer=request.app[ROUTING].signer,
+                                       page_path=request.path)
         except render.RenderError as exc:
             log.warning("page of %s left unprotected: %s", site.id, exc)
+            page = None
+        if page is not None:
+            body = page
+            etag = render.rendered_etag(resp.headers.get("ETag"))
+            if etag:
+                resp.headers["ETag"] = etag
+            resp.headers.popall("Content-MD5", None)
+            resp.headers["Cache-Control"] = NO_STORE  # each visitor gets own token
         resp.content_length = len(body)
     await resp.prepare(request)
     await resp.write(body)
@@ -689,7 +691,7 @@ async def _websocket(request: web.Request, site: Site, client: Client) -> web.St
     ]
     try:
         upstream = await request.app[UPSTREAM].ws_connect(
-            URL(cfg.origin + request.raw_path, encoded=True), headers=headers, protocols=protocols,
+            URL(cfg.origin + _target(request), encoded=True), headers=headers, protocols=protocols,
             ssl=request.app[ROUTING].origin_ssl[site.id], autoping=True,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=cfg.timeouts.connect_s),
         )
@@ -698,7 +700,7 @@ async def _websocket(request: web.Request, site: Site, client: Client) -> web.St
             502, f"Bad Gateway: the site refused the websocket ({exc.status})."
         ) from None
     except (aiohttp.ClientError, OSError, TimeoutError):
-        raise ProxyError(502, "Bad Gateway: the site's server could not be reached.") from None
+        raise ProxyError(502, BAD_GATEWAY) from None
     down = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
     await down.prepare(request)
 

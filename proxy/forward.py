@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -19,13 +20,12 @@ FORWARDING = frozenset({
 })
 
 
-def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    return {
-        token.strip().lower()
-        for value in headers.getall("Connection", ())
-        for token in value.split(",")
-        if token.strip()
-    }
+Pairs = list[tuple[str, str]]
+
+
+def connection_tokens(values: Iterable[str]) -> set[str]:
+    """Header names listed in `Connection` values: hop-by-hop for this one message."""
+    return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -35,6 +35,65 @@ def _forwarded_node(ip: str) -> str:
     except ValueError:
         return '"_unknown"' if not ip else f'"{ip}"'
     return f'"[{addr}]"' if addr.version == 6 else str(addr)
+
+
+def forward_pairs(
+    incoming: Pairs,
+    *,
+    peer: str,
+    peer_trusted: bool,
+    client_ip: str,
+    scheme: str,
+    host: str,
+    upstream_host: str,
+    extra: dict[str, str] | None = None,
+) -> Pairs:
+    """Headers for the origin: the visitor's, minus hop-by-hop and spoofable ones, plus ours.
+
+    Plain (name, value) pairs, so the aiohttp path and the fast path (proxy/fastpath.py) share
+    one set of rules."""
+    lowered = [k.lower() for k, _ in incoming]
+    drop = connection_tokens(v for k, (_, v) in zip(lowered, incoming, strict=True)
+                             if k == "connection") if "connection" in lowered else ()
+    out: Pairs = []
+    kept: set[str] = set()
+    chain: list[str] = []
+    prior: list[str] = []
+    replaced = {k.lower() for k in extra} if extra else ()
+    for lname, (name, value) in zip(lowered, incoming, strict=True):
+        if (
+            lname in HOP_BY_HOP
+            or lname in drop
+            or lname == "host"
+            or lname.startswith("x-activelead-")
+            or lname in replaced
+        ):
+            continue
+        if lname in FORWARDING:
+            if not peer_trusted:
+                continue
+            if lname == "x-forwarded-for":
+                chain.append(value)
+                continue  # rebuilt below from the trusted chain
+            if lname == "forwarded":
+                prior.append(value)
+                continue
+            if lname == "x-real-ip":
+                continue
+        out.append((name, value))
+        kept.add(lname)
+    out.append(("Host", upstream_host))
+    out.append(("X-Forwarded-For", f"{', '.join(chain)}, {peer}" if chain else peer))
+    if "x-forwarded-proto" not in kept:
+        out.append(("X-Forwarded-Proto", scheme))
+    if "x-forwarded-host" not in kept:
+        out.append(("X-Forwarded-Host", host))
+    node = f"for={_forwarded_node(peer)};proto={scheme};host=\"{host}\""
+    out.append(("Forwarded", f"{', '.join(prior)}, {node}" if prior else node))
+    out.append(("X-Real-IP", client_ip))
+    if extra:
+        out.extend(extra.items())
+    return out
 
 
 def upstream_headers(
@@ -48,46 +107,24 @@ def upstream_headers(
     upstream_host: str,
     extra: dict[str, str] | None = None,
 ) -> CIMultiDict[str]:
-    """Headers for the origin: the visitor's, minus hop-by-hop and spoofable ones, plus ours."""
-    drop = connection_tokens(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        lname = name.lower()
-        if (
-            lname in HOP_BY_HOP
-            or lname in drop
-            or lname == "host"
-            or lname.startswith("x-activelead-")
-        ):
-            continue
-        if lname in FORWARDING and not peer_trusted:
-            continue
-        if lname in ("x-forwarded-for", "forwarded", "x-real-ip"):
-            continue  # rebuilt below from the trusted chain
-        out.add(name, value)
-    out["Host"] = upstream_host
-    chain = ", ".join(incoming.getall("X-Forwarded-For", ())) if peer_trusted else ""
-    out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
-    if "X-Forwarded-Proto" not in out:
-        out["X-Forwarded-Proto"] = scheme
-    if "X-Forwarded-Host" not in out:
-        out["X-Forwarded-Host"] = host
-    prior = ", ".join(incoming.getall("Forwarded", ())) if peer_trusted else ""
-    node = f"for={_forwarded_node(peer)};proto={scheme};host=\"{host}\""
-    out["Forwarded"] = f"{prior}, {node}" if prior else node
-    out["X-Real-IP"] = client_ip
-    if extra:
-        out.update(extra)
-    return out
+    """`forward_pairs` for aiohttp's client."""
+    return CIMultiDict(forward_pairs(
+        list(incoming.items()), peer=peer, peer_trusted=peer_trusted, client_ip=client_ip,
+        scheme=scheme, host=host, upstream_host=upstream_host, extra=extra,
+    ))
+
+
+def response_pairs(upstream: Pairs) -> Pairs:
+    """The origin's response headers for the visitor, repeated ones (Set-Cookie) kept apart."""
+    lowered = [k.lower() for k, _ in upstream]
+    if "connection" not in lowered:
+        return [p for k, p in zip(lowered, upstream, strict=True) if k not in HOP_BY_HOP]
+    drop = connection_tokens(v for k, (_, v) in zip(lowered, upstream, strict=True)
+                             if k == "connection")
+    return [p for k, p in zip(lowered, upstream, strict=True)
+            if k not in HOP_BY_HOP and k not in drop]
 
 
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The origin's response headers for the visitor, repeated ones (Set-Cookie) kept apart."""
-    drop = connection_tokens(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in drop:
-            continue
-        out.add(name, value)
-    return out
+    """`response_pairs` for aiohttp's server."""
+    return CIMultiDict(response_pairs(list(upstream.items())))

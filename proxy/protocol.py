@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 _TIMEOUT_BODY = b"Request Timeout: the request head did not arrive in time.\n"
-_TIMEOUT = (
+TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\nConnection: close\r\n\r\n"
     + _TIMEOUT_BODY
@@ -55,7 +55,7 @@ class ProxyRequestHandler(RequestHandler):
         self._head_deadline = None
         transport = self.transport
         if self._request_count == 0 and transport is not None and not transport.is_closing():
-            transport.write(_TIMEOUT)
+            transport.write(TIMEOUT_RESPONSE)
             transport.close()
 
     def handle_error(

@@ -133,3 +133,22 @@ def wants_render(content_type: str, coding: str) -> bool:
                                                                   "utf16be"):
         return False
     return coding.lower() in CODINGS
+
+
+def protect_page(body: bytes, coding: str, *, site: Site, signer: TokenSigner,
+                 page_path: str) -> bytes | None:
+    """The whole (possibly compressed) page with its protected forms marked, or None when
+    nothing was added. RenderError when the body does not decode as its coding says."""
+    page = decode(body, coding)
+    if len(page) > site.config.render.max_html_bytes:
+        return None
+    page, count = inject(
+        page, site=site, signer=signer, page_path=page_path, snippet_src=site.snippet_src,
+        snippet_site=site.config.snippet.site_key,
+    )
+    return encode(page, coding) if count else None
+
+
+def rendered_etag(etag: str | None) -> str | None:
+    """A strong ETag of the origin's page, weakened: the rendered bytes differ per visitor."""
+    return "W/" + etag if etag and not etag.startswith("W/") else etag

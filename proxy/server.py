@@ -16,20 +16,69 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from proxy.admin import create_admin_app
-from proxy.app import create_app
+from proxy.app import ROUTING, create_app
+from proxy.fastpath import FastPath
 from proxy.protocol import ProxyRunner
 from proxy.settings import ProxySettings, load_settings
 from proxy.tls import SniContexts
 from rules.engine import Engine
 
 log = logging.getLogger("activelead.proxy")
+
+
+@contextlib.asynccontextmanager
+async def listeners(app: web.Application, settings: ProxySettings) -> AsyncIterator[dict[str, int]]:
+    """The public listeners of one worker: HTTP, and HTTPS with SNI when configured. Yields the
+    bound ports. A connection starts on the fast path (proxy/fastpath.py) when it is on and
+    moves to aiohttp's protocol for anything the fast path does not serve."""
+    pc = settings.proxy
+    runner = ProxyRunner(
+        app, access_log=None, handle_signals=False, header_timeout_s=pc.header_timeout_s,
+        keepalive_timeout=pc.keepalive_timeout_s,
+    )
+    await runner.setup()
+    aiohttp_protocol = runner.server
+    assert aiohttp_protocol is not None
+    fast: FastPath | None = None
+    factory: Callable[[], asyncio.BaseProtocol] = aiohttp_protocol
+    if pc.fast_path:
+        routing = app[ROUTING]
+        fast = FastPath(settings, routing.sites, routing.resolver, routing.signer,
+                        routing.origin_ssl, aiohttp_protocol)
+        factory = fast.protocol
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+    tasks: list[asyncio.Task[None]] = []
+    ports: dict[str, int] = {}
+    try:
+        http = await loop.create_server(factory, pc.host, pc.port, reuse_port=True, backlog=1024)
+        servers.append(http)
+        ports["http"] = http.sockets[0].getsockname()[1]
+        if pc.tls_port is not None:
+            sni = SniContexts(settings)
+            https = await loop.create_server(factory, pc.host, pc.tls_port, ssl=sni.listener,
+                                             reuse_port=True, backlog=1024)
+            servers.append(https)
+            ports["https"] = https.sockets[0].getsockname()[1]
+            tasks.append(asyncio.create_task(_reload_tls(sni, pc.tls_reload_interval_s)))
+        yield ports
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in servers:
+            server.close()
+        if fast is not None:
+            await fast.drain(timeout_s=10.0)
+        await runner.cleanup()
 
 
 async def serve(
@@ -45,33 +94,17 @@ async def serve(
     pc = settings.proxy
     engine = engine or Engine.from_config(settings.scoring)
     app = create_app(settings, engine=engine, worker=worker)
-    runner = ProxyRunner(
-        app, access_log=None, handle_signals=False, header_timeout_s=pc.header_timeout_s
-    )
-    await runner.setup()
-    # Everything built so far (engine data, rules, lists) lives as long as the worker: moved
-    # out of the collector's sight, so no full collection ever walks it mid-request.
-    gc.collect()
-    gc.freeze()
-    ports: dict[str, int] = {}
-    cleanups: list[Callable[[], Awaitable[None]]] = [runner.cleanup]
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        http = web.TCPSite(runner, pc.host, pc.port, reuse_port=True, backlog=1024)
-        await http.start()
-        ports["http"] = _port(http)
-        if pc.tls_port is not None:
-            sni = SniContexts(settings)
-            https = web.TCPSite(runner, pc.host, pc.tls_port, ssl_context=sni.listener,
-                                reuse_port=True, backlog=1024)
-            await https.start()
-            ports["https"] = _port(https)
-            tasks.append(asyncio.create_task(_reload_tls(sni, pc.tls_reload_interval_s)))
+    async with contextlib.AsyncExitStack() as stack:
+        ports = dict(await stack.enter_async_context(listeners(app, settings)))
+        # Everything built so far (engine data, rules, lists) lives as long as the worker: moved
+        # out of the collector's sight, so no full collection ever walks it mid-request.
+        gc.collect()
+        gc.freeze()
         if admin and pc.admin_port is not None:
             admin_runner = web.AppRunner(create_admin_app(app), access_log=None,
                                          handle_signals=False)
             await admin_runner.setup()
-            cleanups.insert(0, admin_runner.cleanup)
+            stack.push_async_callback(admin_runner.cleanup)
             admin_site = web.TCPSite(admin_runner, pc.admin_host, pc.admin_port)
             await admin_site.start()
             ports["admin"] = _port(admin_site)
@@ -84,13 +117,6 @@ async def serve(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-    finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for cleanup in cleanups:
-            await cleanup()
 
 
 def _port(site: web.TCPSite) -> int:

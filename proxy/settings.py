@@ -425,6 +425,15 @@ class ProxyConfig(_Strict):
         description="Reading a protected form's body must finish within this time (408).",
     )
     max_headers: int = Field(default=100, ge=10, le=1000, description="Most request header fields.")
+    keepalive_timeout_s: float = Field(
+        default=75.0, gt=0, le=3600,
+        description="An idle client connection is closed after this long without a request.",
+    )
+    fast_path: bool = Field(
+        default=True,
+        description="Relay plain GET/HEAD requests below aiohttp (proxy/fastpath.py); everything "
+        "else takes the aiohttp path either way. Off = every request through aiohttp.",
+    )
     render_secret: str = Field(
         default="",
         description="HMAC key of render tokens; empty = a random key kept in `state_dir`.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -15,8 +16,10 @@ import brotli
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from proxy.app import create_app
+from proxy.server import listeners
 from proxy.settings import ProxySettings
 from rules.engine import Engine
 
@@ -143,27 +146,47 @@ def site_config(origin_url: str, **overrides: Any) -> dict[str, Any]:
     return site
 
 
-MakeProxy = Callable[..., Awaitable[TestServer]]
+class RunningProxy:
+    """The real proxy app behind the real listeners (fast path first, as `serve()` runs it)."""
+
+    def __init__(self, app: web.Application, stack: contextlib.AsyncExitStack, port: int) -> None:
+        self.app = app
+        self.port = port
+        self.host = "127.0.0.1"
+        self._stack = stack
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://127.0.0.1:{self.port}{path}")
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+MakeProxy = Callable[..., Awaitable[RunningProxy]]
 
 
 @pytest.fixture
 async def make_proxy(engine: Engine, tmp_path: Path) -> Any:
-    """Start the real proxy app on a free port; keyword args become the settings."""
-    servers: list[TestServer] = []
+    """Start the real proxy on a free port; keyword args become the settings."""
+    proxies: list[RunningProxy] = []
 
-    async def start(sites: list[dict[str, Any]], **proxy: Any) -> TestServer:
+    async def start(sites: list[dict[str, Any]], **proxy: Any) -> RunningProxy:
         proxy.setdefault("state_dir", str(tmp_path / "state"))
         proxy.setdefault("render_secret", "test-secret-0123456789")
+        proxy.setdefault("host", "127.0.0.1")
+        proxy.setdefault("port", 0)
         redis = proxy.pop("redis", None)
         settings = ProxySettings(proxy=proxy, sites=sites, redis={"url": redis})
-        server = TestServer(create_app(settings, engine=engine), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
+        app = create_app(settings, engine=engine)
+        stack = contextlib.AsyncExitStack()
+        ports = await stack.enter_async_context(listeners(app, settings))
+        running = RunningProxy(app, stack, ports["http"])
+        proxies.append(running)
+        return running
 
     yield start
-    for server in servers:
-        await server.close()
+    for running in proxies:
+        await running.close()
 
 
 def echoed(data: bytes) -> dict[str, Any]:
