@@ -24,6 +24,12 @@ def parse_ip(value: str) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)
+def _text(ip: IPAddress) -> str:
+    """The canonical text of an address; str() of an ipaddress object costs ~1 us."""
+    return str(ip)
+
+
 class ClientIpResolver:
     """Decides the visitor's IP; built once from the trusted CIDR list and header order."""
 
@@ -44,7 +50,7 @@ class ClientIpResolver:
         if peer_ip is None:
             return peer or ""
         if not self.is_trusted(peer_ip):
-            return str(peer_ip)
+            return _text(peer_ip)
         for name in self._headers:
             raw = headers.get(name)
             if not raw:
@@ -61,8 +67,8 @@ class ClientIpResolver:
                 if ip is None:
                     break
                 if not self.is_trusted(ip):
-                    return str(ip)
+                    return _text(ip)
             else:
                 if chain and chain[0] is not None:
-                    return str(chain[0])  # the whole chain is trusted: leftmost is the origin
-        return str(peer_ip)
+                    return _text(chain[0])  # the whole chain is trusted: leftmost is the origin
+        return _text(peer_ip)

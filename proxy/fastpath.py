@@ -273,8 +273,8 @@ class FastFront(asyncio.Protocol):
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > self.fast.max_head:
-                self._hand_off()
+            if len(buf) > self.fast.max_head or buf.find(b"\n\n") >= 0:
+                self._hand_off()  # too long, or bare-LF line ends: aiohttp answers
             return
         head_len = end + 4
         if head_len > self.fast.max_head:
@@ -290,17 +290,20 @@ class FastFront(asyncio.Protocol):
             return
         method = _FAST_METHODS.get(parser.get_method())
         version = parser.get_http_version()
-        site = self._eligible(head, method, version)
-        if site is None or method is None:
+        target = self._eligible(head, method, version)
+        if target is None or method is None:
             self._hand_off()
             return
+        site, host = target
         del buf[:head_len]
         self._cancel_timer()
         exchange = Exchange(self, site, method, version, head.keep_alive)
         self.exchange = exchange
-        exchange.start(head.url, head.headers)
+        exchange.start(head.url, head.headers, host)
 
-    def _eligible(self, head: _Head, method: str | None, version: str) -> Site | None:
+    def _eligible(self, head: _Head, method: str | None,
+                  version: str) -> tuple[Site, str] | None:
+        """The site and Host of a request the fast path serves; None hands it to aiohttp."""
         if (
             method is None
             or not head.complete
@@ -321,13 +324,14 @@ class FastFront(asyncio.Protocol):
                 host = value
         if host is None:
             return None
-        site = self.fast.sites.get(_host_key(host.decode("latin-1")))
+        host_text = host.decode("latin-1")
+        site = self.fast.sites.get(_host_key(host_text))
         if site is None:
             return None
         tls = site.config.tls
         if tls is not None and tls.redirect_http and not self.secure:
             return None
-        return site
+        return site, host_text
 
     def _hand_off(self) -> None:
         """aiohttp takes the connection from here, starting with the bytes not yet served."""
@@ -386,14 +390,13 @@ class Exchange:
 
     # --- request ---
 
-    def start(self, url: bytes, raw: RawPairs) -> None:
+    def start(self, url: bytes, raw: RawPairs, host: str) -> None:
         site = self.site
         cfg = site.config
         fast = self.fast
         front = self.front
         metrics.request(site.id, self.method)
         incoming = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
-        host = next(v for n, v in incoming if n.lower() == "host")
         trusted = front.trusted
         client_ip = front.peer
         if trusted:

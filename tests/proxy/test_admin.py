@@ -47,3 +47,28 @@ def test_tally_reaches_prometheus_on_flush() -> None:
     assert metrics.LABELS.labels("tally-site", "tally_label")._value.get() == before  # not yet
     text = metrics.render()[0].decode()  # a scrape flushes first
     assert 'activelead_proxy_labels_total{label="tally_label",site="tally-site"} 2.0' in text
+
+
+def test_tallied_histogram_matches_observe() -> None:
+    """The tally fills prometheus_client's buckets itself: the exposition must equal what
+    observe() would have produced, boundaries included (a value equal to a bound is in it)."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from proxy import metrics
+
+    registry = CollectorRegistry()
+    direct = Histogram("direct", "d", ["site"], buckets=(0.002, 0.005, 0.01), registry=registry)
+    tallied = Histogram("tallied", "t", ["site"], buckets=(0.002, 0.005, 0.01), registry=registry)
+    values = [0.0, 0.001, 0.002, 0.0021, 0.005, 0.009, 0.01, 0.5, 7.0]
+    tally = metrics.Tally()
+    for value in values:
+        direct.labels("s").observe(value)
+        tally.observe(tallied.labels("s"), value)
+    assert tallied.labels("s")._sum.get() == 0  # nothing before the flush
+    tally.flush()
+    text = generate_latest(registry).decode()
+    lines = {line.replace("tallied", "direct") for line in text.splitlines()
+             if line.startswith("tallied") and "_created" not in line}
+    assert lines == {line for line in text.splitlines()
+                     if line.startswith("direct") and "_created" not in line}
+    assert len(lines) >= 6  # four buckets with +Inf, count and sum

@@ -319,7 +319,8 @@ async def test_heads_it_does_not_serve_get_the_aiohttp_answers(
         b"GET / HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\n\r\n": 400,
         b"GET / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1\r\nTransfer-Encoding: "
         b"chunked\r\n\r\n0\r\n\r\n": 400,  # smuggling attempt
-        b"GET http://site.test/echo HTTP/1.1\r\nHost: site.test\r\n\r\n": 200,  # absolute form
+        b"GET / HTTP/1.1\nHost: site.test\n\n": 400,  # bare LF: refused at once, not at a timeout
+        b"GET http://site.test/echo HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n": 200,
     }
     for raw, expected in cases.items():
         resp = await exchange(proxy.port, raw, wait_s=2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -56,6 +57,7 @@ async def test_two_workers_share_the_port(origin: TestServer, tmp_path: Path) ->
                 f"http://127.0.0.1:{port}/echo", headers={"Host": "site.test"}
             ) as r:
                 assert r.status == 200
+        await asyncio.sleep(1.5)  # each worker flushes its tallied request counts every second
         children = worker_pids(proc.pid)
         assert len(children) == 2
         served = {}
