@@ -178,6 +178,7 @@ class FastFront(asyncio.Protocol):
         self.writing_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.trusted = False  # the peer is a trusted proxy: its client-IP headers count
+        self.half_closed = False
         self.head = _Head()
 
     # --- asyncio.Protocol ---
@@ -202,7 +203,12 @@ class FastFront(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too (any answer in flight is written first by the loop)
+        """The visitor is done sending. An answer in flight still goes out (the connection
+        stays half-open until then); an idle connection closes now."""
+        if self.exchange is None:
+            return None
+        self.half_closed = True
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fast.forget(self)
@@ -242,7 +248,7 @@ class FastFront(asyncio.Protocol):
         self.served += 1
         if self.transport is None:
             return
-        if not keep_alive or self.fast.closing:
+        if not keep_alive or self.fast.closing or self.half_closed:
             self.transport.close()
             return
         self._cancel_timer()

@@ -57,5 +57,5 @@ async def run_pipeline(stages: list[Stage], flow: Flow) -> Flow:
         await stage(flow)
         if flow.passthrough:
             return flow
-    metrics.SCORING_LATENCY.observe(time.perf_counter() - started)
+    metrics.TALLY.observe(metrics.SCORING_LATENCY, time.perf_counter() - started)
     return flow

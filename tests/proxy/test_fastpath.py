@@ -357,3 +357,17 @@ async def test_uvloop_worker_hands_over_and_pipelines(origin: TestServer, tmp_pa
         proc.terminate()
         proc.wait(10)
     assert b"Traceback" not in (tmp_path / "proxy.log").read_bytes()
+
+
+async def test_a_client_that_half_closes_still_gets_its_answer(
+    origin: TestServer, make_proxy: MakeProxy
+) -> None:
+    """`printf 'GET …' | nc` style: the request, then EOF, while the origin is still busy."""
+    proxy = await make_proxy([site_config(str(origin.make_url("")))])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /slow?s=0.2 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+    writer.write_eof()
+    resp = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert status_of(resp) == 200 and resp.endswith(b"late")
+
