@@ -115,9 +115,9 @@ class Tally:
         for child, row in observed.items():
             # prometheus_client's own fields (pinned by tests/proxy/test_admin.py)
             child._sum.inc(row[0])
-            for bucket, n in zip(child._buckets, row[1:], strict=True):
-                if n:
-                    bucket.inc(n)
+            for bucket, count in zip(child._buckets, row[1:], strict=True):
+                if count:
+                    bucket.inc(count)
 
 
 TALLY = Tally()
