@@ -255,6 +255,17 @@ def main() -> int:
         run("bare aiohttp proxy (floor) POST", floor_port, "/contact", True)
         procs.stop(p)
 
+        # The same GETs with the fast path off (every request through aiohttp), for scale.
+        port = free_port()
+        cfg = proxy_config(work / "activelead-aiohttp.yaml", port=port, workers=1,
+                           state=work / "state-aiohttp", origin_port=origin_port,
+                           redis_port=redis_port, fast_path=False)
+        p = procs.start([sys.executable, "-m", "proxy", "--config", str(cfg)], args.proxy_cpus,
+                        work / "activelead-aiohttp.log", env=env)
+        wait_for_port(port, timeout_s=30.0)
+        run("activelead (1 worker) GET, fast path off", port, "/", False)
+        procs.stop(p)
+
         for workers in (1, 2):
             port = free_port()
             cfg = proxy_config(work / f"activelead-{workers}.yaml", port=port, workers=workers,
@@ -310,6 +321,7 @@ def main() -> int:
             print(f"  scoring adds at half saturation ({scored}): p50 {s[1] - t[1]:+.2f} ms, "
                   f"p99 {s[2] - t[2]:+.2f} ms")
     print(f"  activelead GET / bare aiohttp GET (floor)     {ratio(f'{a1} GET pass-through', 'bare aiohttp proxy (floor) GET')}")
+    print(f"  fast path on / off (GET)                      {ratio(f'{a1} GET pass-through', f'{a1} GET, fast path off')}")
     print(f"  activelead POST / bare aiohttp POST (floor)   {ratio(f'{a1} POST pass-through', 'bare aiohttp proxy (floor) POST')}")
     for name, mb in mem.items():
         print(f"  {name} RSS after the runs: {mb:.0f} MB")
