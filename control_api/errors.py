@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from control_api import jsonx
 from control_api.state import REQUEST_ID
@@ -23,6 +23,8 @@ from control_api.state import REQUEST_ID
 log = logging.getLogger("activelead.control_api")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Content-Type values that are JSON in UTF-8 as they stand (what clients send); others are parsed.
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
 
 
 class ApiError(Exception):
@@ -101,7 +103,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     # A correlation id, not a secret: 64 bits from the PRNG (no getrandom syscall per request).
-    request[REQUEST_ID] = incoming if _REQUEST_ID_RE.match(incoming) else f"req_{random.getrandbits(64):016x}"
+    request[REQUEST_ID] = (
+        incoming if incoming and _REQUEST_ID_RE.match(incoming) else f"req_{random.getrandbits(64):016x}"
+    )
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -134,11 +138,12 @@ async def read_json(request: web.Request, *, max_bytes: int) -> Any:
 
 async def read_json_raw(request: web.Request, *, max_bytes: int) -> tuple[Any, bytes]:
     """(parsed JSON, the raw bytes) — for callers that fingerprint the exact body."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    charset = (request.charset or "utf-8").lower()
-    if charset not in ("utf-8", "utf8"):
-        raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 encoded JSON")
+    if request.headers.get(hdrs.CONTENT_TYPE) not in _PLAIN_JSON:  # else parsing it is ~5 us
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        charset = (request.charset or "utf-8").lower()
+        if charset not in ("utf-8", "utf8"):
+            raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 encoded JSON")
     raw = await read_bounded(request, max_bytes)
     try:
         text = raw.decode("utf-8")
@@ -152,18 +157,26 @@ async def read_json_raw(request: web.Request, *, max_bytes: int) -> tuple[Any, b
 
 async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to be over `max_bytes`."""
-    too_big = ApiError(413, "payload_too_large", f"the body is over {max_bytes} bytes")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise too_big
+        raise _too_big(max_bytes)
+    if request.content.is_eof():  # the whole body came with the headers: take it, no awaits
+        body = request.content.read_nowait()
+        if len(body) > max_bytes:
+            raise _too_big(max_bytes)
+        return body
     chunks: list[bytes] = []
     size = 0
     # StreamReader.read(n) may return fewer than n bytes: loop until EOF, counting.
     while chunk := await request.content.read(65536):
         size += len(chunk)
         if size > max_bytes:
-            raise too_big
+            raise _too_big(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_big(max_bytes: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the body is over {max_bytes} bytes")
 
 
 def require_object(data: Any) -> dict[str, Any]:

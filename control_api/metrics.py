@@ -58,6 +58,19 @@ class Metrics:
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._scored: dict[tuple[str, str], Any] = {}
+        # Counter increments kept in a plain dict and added to their children by flush(), which
+        # every scrape calls first: each inc() takes a lock (~1.8 us), and a scored call made three.
+        self._tally: dict[Any, int] = {}
+
+    def _count(self, counter: Any) -> None:
+        tally = self._tally
+        tally[counter] = tally.get(counter, 0) + 1
+
+    def flush(self) -> None:
+        """Add the tallied increments to their Prometheus counters."""
+        tally, self._tally = self._tally, {}
+        for counter, n in tally.items():
+            counter.inc(n)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request; the labelled children are looked up once per (method, route,
@@ -71,7 +84,7 @@ class Metrics:
                 self.requests.labels(method, route, str(status)),
                 self.latency.labels(route),
             )
-        children[0].inc()
+        self._count(children[0])
         children[1].observe(seconds)
 
     def observe_scored(self, source: str, decision: str) -> None:
@@ -79,7 +92,10 @@ class Metrics:
         child = self._scored.get((source, decision))
         if child is None:
             child = self._scored[(source, decision)] = self.decisions.labels(source, decision)
-        child.inc()
+        self._count(child)
+
+    def observe_credit_used(self) -> None:
+        self._count(self.credits_used)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -101,5 +117,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    metrics = request.app[METRICS]
+    metrics.flush()
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

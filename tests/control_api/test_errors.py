@@ -4,9 +4,11 @@ text on the Akismet-compatible endpoints, as Akismet clients expect."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -43,6 +45,39 @@ async def test_every_kind_of_failure_has_the_nested_shape(client: TestClient[Any
     # Field-level problems travel in details.
     invalid = await api_error(cases[-1][0])
     assert invalid["details"] == {"email": "not a valid e-mail address"}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        ("application/json", True),  # as clients send it: taken without parsing
+        ("application/json; charset=utf-8", True),
+        ("Application/JSON; charset=UTF8", True),  # parsed, still JSON in UTF-8
+        ("application/json; charset=latin-1", False),
+        ("text/json", False),
+    ],
+)
+async def test_json_bodies_by_content_type(
+    client: TestClient[Any, Any], content_type: str, accepted: bool
+) -> None:
+    resp = await client.post("/v1/accounts", data=b"[]", headers={"Content-Type": content_type})
+    code = (await api_error(resp))["code"]
+    assert (code != "unsupported_media_type") is accepted, code
+
+
+async def _chunks(total: int) -> AsyncIterator[bytes]:
+    yield b'{"pad": "'
+    yield b"x" * total
+    yield b'"}'
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_over_the_limit_is_a_413(client: TestClient[Any, Any], chunked: bool) -> None:
+    # 16 KiB is the sign-up body limit; chunked, the size is only known while reading.
+    data: Any = _chunks(20_000) if chunked else b'{"pad": "' + b"x" * 20_000 + b'"}'
+    resp = await client.post("/v1/accounts", data=data, headers={"Content-Type": "application/json"})
+    assert resp.status == 413
+    assert (await api_error(resp))["code"] == "payload_too_large"
 
 
 async def test_request_id_is_echoed_in_the_error(client: TestClient[Any, Any]) -> None:

@@ -88,6 +88,30 @@ async def test_a_failing_batch_is_retried_call_by_call(
     assert db_rows(db, "SELECT balance FROM credit_balances") == [(94,)]
 
 
+async def test_calls_soon_after_a_batch_wait_for_the_interval_and_share_one(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest.store_scored
+    sizes: list[int] = []
+
+    def counting(conn: Any, batch: list[Any], low: int) -> Any:
+        sizes.append(len(batch))
+        return real(conn, batch, low)
+
+    monkeypatch.setattr(ingest, "store_scored", counting)
+    client = await make_client(initial_credits=100, ingest_batch_interval_ms=100)
+    auth = await _keyed(client, "a@example.com")
+    assert (await client.post("/v1/ingest", json=GOOD, headers=auth)).status == 200  # alone
+
+    async def call_after(delay_s: float) -> int:
+        await asyncio.sleep(delay_s)
+        return (await client.post("/v1/ingest", json=GOOD, headers=auth)).status
+
+    # Three calls in different ticks, all within the interval after the first batch.
+    assert await asyncio.gather(*(call_after(n * 0.01) for n in range(3))) == [200] * 3
+    assert sizes == [1, 3]
+
+
 async def test_credits_low_fires_once_when_a_batch_crosses_it(
     make_client: ClientFactory, aiohttp_server: Any
 ) -> None:
