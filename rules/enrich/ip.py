@@ -139,9 +139,9 @@ def _table(data: DataFile, *, named: bool) -> RangeTable:
 class IpEnricher:
     """Built once; `facts(ip)` is cached per address (bursts repeat the same IPs)."""
 
-    # 16k entries: repeats come in bursts; at 65k the IP and e-mail caches grew a proxy worker
+    # 8k entries: repeats come in bursts; at 65k the IP and e-mail caches grew a proxy worker
     # by ~50 MB under a million distinct visitors (bench/proxy_soak.py).
-    def __init__(self, cache_size: int = 16_384) -> None:
+    def __init__(self, cache_size: int = 8_192) -> None:
         self._asn = AsnTable()  # ~0.5 s to load; once per process, before workers fork
         self.tor_file = read_data_file("tor_exits.txt")
         self._tor = _table(self.tor_file, named=False)

@@ -70,7 +70,7 @@ def _load_patterns() -> list[str]:
 
 
 class UserAgentEnricher:
-    def __init__(self, cache_size: int = 16_384) -> None:
+    def __init__(self, cache_size: int = 8_192) -> None:
         self.patterns = _load_patterns()
         options = re2.Options()
         options.case_sensitive = True
