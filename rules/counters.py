@@ -170,7 +170,7 @@ class MemoryCounters:
 # the total Redis last reported (our synced hits included), our hits sent in a sync that has not
 # answered yet, our hits not sent yet, and the monotonic time of that report. A tuple of plain
 # numbers, replaced on every change, because the garbage collector stops tracking those: as
-# objects, the ~200k buckets of a busy worker made each full collection stall the loop 30-40 ms.
+# objects, the buckets of a busy worker were walked by every full collection (tens of ms).
 Bucket = tuple[int, int, int, float]
 NEW_BUCKET: Bucket = (0, 0, 0, -math.inf)
 
@@ -304,7 +304,7 @@ class RedisCounters:
         for bucket_id in dirty:
             state = buckets.get(bucket_id)
             if state is None or not state[2]:
-                continue  # evicted since (100k newer keys within one sync interval): dropped
+                continue  # evicted since (16k newer keys within one sync interval): dropped
             base, inflight, pending, synced_at = state
             buckets[bucket_id] = (base, inflight + pending, 0, synced_at)
             sent.append((bucket_id, pending))
