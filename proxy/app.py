@@ -23,12 +23,12 @@ from yarl import URL
 
 from activelead import snippet_http as snippet_routes
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, parse_ip
+from proxy.clientip import ClientIpResolver, joined_lowered, parse_ip
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.fastpath import BAD_GATEWAY, BROKE_OFF, GATEWAY_TIMEOUT
 from proxy.forward import downstream_headers, upstream_headers
 from proxy.remote_config import ProjectConfig, RemoteConfig
-from proxy.settings import ProxySettings, Site, compile_sites
+from proxy.settings import ProxySettings, Site, compile_sites, host_key
 from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.act import NO_STORE
 from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Forward, Respond
@@ -90,9 +90,11 @@ def _origin_ssl(site: Site) -> ssl.SSLContext | bool:
     cfg = site.config.origin_tls
     if not site.config.origin.startswith("https://"):
         return True  # unused for plain http
-    if not cfg.verify:
-        return False
     ctx = ssl.create_default_context()
+    if not cfg.verify:  # a context that checks nothing (both the aiohttp and the fast path use it)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
     if cfg.ca_file is not None:
         ctx.load_verify_locations(cafile=str(cfg.ca_file))
     return ctx
@@ -312,12 +314,8 @@ async def _add_hsts(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def _site_for(request: web.Request) -> Site:
-    host = (request.host or "").lower()
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    else:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    site = request.app[ROUTING].sites.get(host.rstrip("."))
+    host = host_key(request.host or "")
+    site = request.app[ROUTING].sites.get(host)
     if site is None:
         raise ProxyError(421, f"Misdirected Request: no site is configured for host {host!r}.")
     return site
@@ -399,7 +397,7 @@ def _lowered(request: web.Request) -> dict[str, str]:
     and the form pipeline both read it)."""
     lowered = request.get(LOWERED)
     if lowered is None:
-        lowered = {k.lower(): ", ".join(request.headers.getall(k)) for k in request.headers}
+        lowered = joined_lowered(request.headers.items())
         request[LOWERED] = lowered
     return lowered
 
@@ -495,7 +493,7 @@ async def _relay(
         headers["Cache-Control"] = NO_STORE  # a scored answer belongs to one visitor only
         if site.config.result_headers_on_response and extra_down:
             headers.update(extra_down)
-    if _renderable(request, site, upstream):
+    if render.renderable(site, request.method, upstream.status, upstream.headers):
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(headers)
         return await _relay_rendered(request, site, upstream, resp)
@@ -530,18 +528,6 @@ async def _relay(
         return resp
     await resp.write_eof()
     return resp
-
-
-def _renderable(request: web.Request, site: Site, upstream: aiohttp.ClientResponse) -> bool:
-    if not site.render_enabled or request.method != "GET" or upstream.status != 200:
-        return False
-    h = upstream.headers
-    if "Content-Range" in h or "no-transform" in h.get("Cache-Control", "").lower():
-        return False
-    length = upstream.content_length
-    if length is not None and length > site.config.render.max_html_bytes:
-        return False
-    return render.wants_render(h.get("Content-Type", ""), h.get("Content-Encoding", ""))
 
 
 async def _relay_rendered(

@@ -24,6 +24,16 @@ def parse_ip(value: str) -> IPAddress | None:
         return None
 
 
+def joined_lowered(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers as `ClientIpResolver.resolve` (and the form pipeline) read them: lower-case
+    names, repeated headers joined with ', ' in order."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
 @functools.lru_cache(maxsize=8192)
 def _text(ip: IPAddress) -> str:
     """The canonical text of an address; str() of an ipaddress object costs ~1 us."""

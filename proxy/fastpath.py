@@ -31,11 +31,11 @@ import httptools
 from yarl import URL
 
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, parse_ip
+from proxy.clientip import ClientIpResolver, joined_lowered, parse_ip
 from proxy.forward import forward_pairs, response_pairs
 from proxy.origins import Framing, OriginAddress, OriginConnection, OriginPool, RawPairs
 from proxy.protocol import TIMEOUT_RESPONSE
-from proxy.settings import ProxySettings, Site
+from proxy.settings import ProxySettings, Site, host_key
 from proxy.stages.act import NO_STORE
 from proxy.tokens import TokenSigner
 
@@ -114,12 +114,7 @@ class FastPath:
 def _address(site: Site, ssl_setting: ssl.SSLContext | bool) -> OriginAddress:
     url = URL(site.config.origin)
     tls = url.scheme == "https"
-    ctx = None
-    if tls:
-        ctx = ssl_setting if isinstance(ssl_setting, ssl.SSLContext) else ssl.create_default_context()
-        if ssl_setting is False:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+    ctx = ssl_setting if tls and isinstance(ssl_setting, ssl.SSLContext) else None
     assert url.host is not None and url.port is not None
     return OriginAddress(url.host, url.port, ctx, url.host if tls else None)
 
@@ -331,7 +326,7 @@ class FastFront(asyncio.Protocol):
         if host is None:
             return None
         host_text = host.decode("latin-1")
-        site = self.fast.sites.get(_host_key(host_text))
+        site = self.fast.sites.get(host_key(host_text))
         if site is None:
             return None
         tls = site.config.tls
@@ -355,16 +350,6 @@ class FastFront(asyncio.Protocol):
         if self.buf:
             protocol.data_received(bytes(self.buf))
             self.buf.clear()
-
-
-def _host_key(host: str) -> str:
-    """The site lookup key of a Host header, as the aiohttp path computes it."""
-    host = host.lower()
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    elif host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
-    return host.rstrip(".")
 
 
 class Exchange:
@@ -391,6 +376,7 @@ class Exchange:
         self.reason = b""
         self.render_buf: bytearray | None = None  # a page held back for render protection
         self.render_pairs: list[tuple[str, str]] = []
+        self.render_lowered: dict[str, str] = {}
         self.render_framing: Framing = "length"
         self.out: list[bytes] = []  # written in one go per read from the origin (`flush`)
 
@@ -406,11 +392,7 @@ class Exchange:
         trusted = front.trusted
         client_ip = front.peer
         if trusted:
-            lowered: dict[str, str] = {}
-            for n, v in incoming:
-                k = n.lower()
-                lowered[k] = f"{lowered[k]}, {v}" if k in lowered else v
-            client_ip = fast.resolver.resolve(front.peer, lowered)
+            client_ip = fast.resolver.resolve(front.peer, joined_lowered(incoming))
         pairs = forward_pairs(
             incoming, peer=front.peer, peer_trusted=trusted, client_ip=client_ip,
             scheme="https" if front.secure else "http", host=host,
@@ -488,11 +470,14 @@ class Exchange:
             pairs = [(n, v) for n, v in pairs if n.lower() != "content-length"]
         self.status = status
         self.reason = reason
-        if self._renderable(status, pairs):
-            self.render_buf = bytearray()  # the head goes out with the finished page
-            self.render_pairs = pairs
-            self.render_framing = framing
-            return
+        if self.site.render_enabled:
+            lowered = {n.lower(): v for n, v in pairs}
+            if render.renderable(self.site, self.method, status, lowered):
+                self.render_buf = bytearray()  # the head goes out with the finished page
+                self.render_pairs = pairs
+                self.render_lowered = lowered
+                self.render_framing = framing
+                return
         self._emit(self._head(pairs, framing))
 
     def on_body(self, data: bytes) -> None:
@@ -652,19 +637,6 @@ class Exchange:
 
     # --- render protection ---
 
-    def _renderable(self, status: int, pairs: list[tuple[str, str]]) -> bool:
-        """The aiohttp path's `_renderable`, on header pairs."""
-        site = self.site
-        if not site.render_enabled or self.method != "GET" or status != 200:
-            return False
-        h = {n.lower(): v for n, v in pairs}
-        if "content-range" in h or "no-transform" in h.get("cache-control", "").lower():
-            return False
-        length = h.get("content-length", "")
-        if length.isdigit() and int(length) > site.config.render.max_html_bytes:
-            return False
-        return render.wants_render(h.get("content-type", ""), h.get("content-encoding", ""))
-
     def _flush_unrendered(self) -> None:
         buf = bytes(self.render_buf or b"")
         self.render_buf = None
@@ -674,7 +646,7 @@ class Exchange:
     def _write_rendered(self) -> None:
         body = bytes(self.render_buf or b"")
         self.render_buf = None
-        h = {n.lower(): v for n, v in self.render_pairs}
+        h = self.render_lowered
         site = self.site
         page = None
         try:

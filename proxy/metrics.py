@@ -7,7 +7,6 @@ supervisor sets PROMETHEUS_MULTIPROC_DIR before they start and the admin endpoin
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
 import os
 from collections.abc import Iterable
@@ -21,6 +20,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from activelead.tally import Tally
 
 REQUESTS = Counter(
     "activelead_proxy_requests_total", "Requests handled, by site and kind.", ["site", "kind"]
@@ -81,43 +82,6 @@ def _request_child(site: str, kind: str) -> Any:
 def request(site: str, method: str) -> None:
     """Count one request; label children are cached (labels() costs a lock and a lookup)."""
     TALLY.add(_request_child(site, method if method in _KINDS else "other"))
-
-
-class Tally:
-    """Metric updates of the hot paths, kept in plain dicts and added to their Prometheus
-    children in one go by `flush()`: a counter child's `inc()` takes a lock (~1.8 us) and a
-    histogram's `observe()` two (~3 us), and every request made several. Flushed before every
-    scrape of this process and every second by each worker (`flush_every`), so other workers'
-    figures are at most that late."""
-
-    def __init__(self) -> None:
-        self._pending: dict[Any, int] = {}
-        self._observed: dict[Any, list[float]] = {}  # child -> [sum, count per bucket...]
-
-    def add(self, child: Any) -> None:
-        pending = self._pending
-        pending[child] = pending.get(child, 0) + 1
-
-    def observe(self, child: Any, value: float) -> None:
-        """A histogram observation, counted in the bucket `observe()` would count it in (the
-        first upper bound >= value; the last bound is +Inf)."""
-        row = self._observed.get(child)
-        if row is None:
-            row = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
-        row[0] += value
-        row[1 + bisect.bisect_left(child._upper_bounds, value)] += 1
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for child, n in pending.items():
-            child.inc(n)
-        observed, self._observed = self._observed, {}
-        for child, row in observed.items():
-            # prometheus_client's own fields (pinned by tests/proxy/test_admin.py)
-            child._sum.inc(row[0])
-            for bucket, count in zip(child._buckets, row[1:], strict=True):
-                if count:
-                    bucket.inc(count)
 
 
 TALLY = Tally()

@@ -10,6 +10,7 @@ import gzip
 import html
 import re
 import zlib
+from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 from proxy.settings import Site
@@ -121,6 +122,19 @@ def inject(
         if not n:
             out += script
     return out, count
+
+
+def renderable(site: Site, method: str, status: int, headers: Mapping[str, str]) -> bool:
+    """Whether an origin answer gets render protection. `headers` answers lower-case names
+    (a CIMultiDict, or a dict built with lower-case keys)."""
+    if not site.render_enabled or method != "GET" or status != 200:
+        return False
+    if "content-range" in headers or "no-transform" in headers.get("cache-control", "").lower():
+        return False
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > site.config.render.max_html_bytes:
+        return False
+    return wants_render(headers.get("content-type", ""), headers.get("content-encoding", ""))
 
 
 def wants_render(content_type: str, coding: str) -> bool:

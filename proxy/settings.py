@@ -680,6 +680,16 @@ class Site:
         return self.match("POST", path)
 
 
+def host_key(host: str) -> str:
+    """The `compile_sites` key a Host header names: lower-case, without port or trailing dot."""
+    host = host.lower()
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")
+
+
 def compile_sites(settings: ProxySettings) -> dict[str, Site]:
     """Host name -> Site, built once at start-up."""
     out: dict[str, Site] = {}
