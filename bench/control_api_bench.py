@@ -60,9 +60,11 @@ VERDICT = {
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
+    """User + system CPU time of a process and its live children (workers) so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return total + sum(cpu_seconds(int(child)) for child in children)
 
 
 def serve_baseline(port: int) -> None:
@@ -242,8 +244,11 @@ def fresh_pg_db(pg: Any, run: int) -> str:
     return str(pg.url(f"bench{run}"))
 
 
-def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
-    """A control API process on `db` (SQLite path or postgresql:// URL) with a demo tenant."""
+def start_control_api(
+    db: str, tmp: Path, workers: int = 1, redis_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+    """A control API process on `db` (SQLite path or postgresql:// URL) with a demo tenant;
+    with `workers` > 1, its counters in Redis at `redis_url` (required then)."""
     from control_api import cli
     from control_api.settings import ControlApiSettings
 
@@ -253,9 +258,16 @@ def start_control_api(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
     config = tmp / f"activelead-{port}.yaml"
     config.write_text(
         f"control_api:\n  port: {port}\n  db: '{db}'\n  key_pepper: bench\n  ingest_rate_per_key: 10000000\n"
+        f"  workers: {workers}\n" + (f"  redis_url: '{redis_url}'\n" if redis_url else "")
     )
     proc = spawn_control_api(config)
     wait_for_port(port, timeout_s=30.0)
+    if workers > 1:  # the port answers when the first worker listens; let the others start
+        deadline = time.monotonic() + 30
+        while len(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()) < workers:
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        time.sleep(2.0)
     return proc, port, demo
 
 
@@ -285,6 +297,13 @@ def main() -> int:
         "--postgres",
         action="store_true",
         help="also run against a throwaway PostgreSQL server (Debian binaries)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also run SQLite with this many control API workers (counters in a throwaway "
+        "redis-server, as several workers require); 1 = skip",
     )
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -324,22 +343,33 @@ def main() -> int:
     rows: dict[str, list[dict[str, float]]] = {}
     edges: dict[str, list[tuple[float, float]]] = {}
     pg: Any = None
+    redis: Any = None
     try:
         wait_for_port(base_port, timeout_s=30.0)
-        targets = [("SQLite", "sqlite")]
+        targets = [("SQLite", "sqlite", 1)]
+        if args.workers > 1 and shutil.which("redis-server"):
+            from tests.services import RedisServer
+
+            redis = RedisServer()
+            redis.start()
+            targets.append((f"SQLite, {args.workers} workers", "sqlite", args.workers))
         if args.postgres:
             from tests.control_api.pgserver import PostgresServer
 
             pg = PostgresServer()
             pg.start()
-            targets.append(("PostgreSQL", "postgres"))
+            targets.append(("PostgreSQL", "postgres", 1))
         for run in range(args.repeat):
             rows.setdefault("baseline (bare aiohttp)", []).append(measure(base_port, "", baseline))
             if rate:
                 rows.setdefault(f"baseline @ {rate:.0f}/s", []).append(measure(base_port, "", baseline, rate))
-            for name, kind in targets:
-                db = str(tmp / f"bench-{run}.sqlite3") if kind == "sqlite" else fresh_pg_db(pg, run)
-                proc, port, demo = start_control_api(db, tmp)
+            for name, kind, workers in targets:
+                db = (
+                    str(tmp / f"bench-{run}-{workers}.sqlite3") if kind == "sqlite" else fresh_pg_db(pg, run)
+                )
+                proc, port, demo = start_control_api(
+                    db, tmp, workers, redis.url if workers > 1 and redis else None
+                )
                 try:
                     rows.setdefault(f"/v1/ingest, {name}", []).append(measure(port, demo["apiKey"], proc))
                     if rate:
@@ -361,6 +391,8 @@ def main() -> int:
         baseline.wait(timeout=10)
         if pg is not None:
             pg.stop()
+        if redis is not None:
+            redis.stop()
     load_text = " → ".join(f"{x[0]:.2f}" for x in loads)
     print(
         f"cpus={os.cpu_count()} concurrency={args.concurrency} duration={args.duration}s "
@@ -368,7 +400,7 @@ def main() -> int:
         f"process; 1-min load average before/after each run: {load_text}"
     )
     print(
-        f"{'target':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'target':<40}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         f"{'server CPU ms/req':>19}   runs (req/s, p99 ms)"
     )
 
@@ -378,7 +410,7 @@ def main() -> int:
     for name, results in rows.items():
         runs = " ".join(f"{r['rps']:.0f}/{r['p99_ms']:.1f}" for r in results)
         print(
-            f"{name:<32}{med(results, 'rps'):>9.0f}{med(results, 'p50_ms'):>9.2f}"
+            f"{name:<40}{med(results, 'rps'):>9.0f}{med(results, 'p50_ms'):>9.2f}"
             f"{med(results, 'p99_ms'):>9.2f}{med(results, 'errors'):>8.0f}"
             f"{med(results, 'cpu_ms'):>19.3f}   {runs}"
         )

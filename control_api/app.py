@@ -26,7 +26,14 @@ from control_api import (
 from control_api.context import Services
 from control_api.db import Database
 from control_api.errors import error_middleware
-from control_api.metrics import METRICS, Metrics, metrics_endpoint, metrics_middleware
+from control_api.metrics import (
+    METRICS,
+    Metrics,
+    metrics_endpoint,
+    metrics_flush_ctx,
+    metrics_middleware,
+    multiprocess_dir,
+)
 from control_api.scoring import ScoringService
 from control_api.settings import ControlApiSettings
 from control_api.state import SERVICES
@@ -36,11 +43,15 @@ from rules.counters import Counters, MemoryCounters, RedisCounters
 log = logging.getLogger("activelead.control_api")
 
 
-def create_app(settings: ControlApiSettings, *, engine: Engine | None = None) -> web.Application:
+def create_app(
+    settings: ControlApiSettings, *, engine: Engine | None = None, worker: int = 0
+) -> web.Application:
     """The app; nothing is opened until it starts (so tests and `run_app` share one path).
 
-    `engine` lets a process that already loaded the scoring data (tests, `activelead up`) share
-    it; otherwise it is loaded once at start-up."""
+    `engine` lets a process that already loaded the scoring data (tests, `activelead up`, the
+    workers' supervisor) share it; otherwise it is loaded once at start-up. `worker`: this
+    process's number among `settings.workers`; worker 0 alone runs the retention purge and the
+    SQLite checkpoints."""
     # Fail at construction, not on the first request, if the base scoring config is invalid.
     base_scoring = ScoringConfig.model_validate(settings.scoring_config)
     app = web.Application(
@@ -51,7 +62,7 @@ def create_app(settings: ControlApiSettings, *, engine: Engine | None = None) ->
     )
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(settings.db)
+        db = Database(settings.db, checkpoint=worker == 0)
         await db.open()
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else MemoryCounters()
         services = Services(settings=settings, db=db, counters=counters)
@@ -77,8 +88,12 @@ def create_app(settings: ControlApiSettings, *, engine: Engine | None = None) ->
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    app.cleanup_ctx.extend([services_ctx, scoring_ctx, webhooks.webhook_worker_ctx, purge_ctx])
+    app.cleanup_ctx.extend([services_ctx, scoring_ctx, webhooks.webhook_worker_ctx])
+    if worker == 0:
+        app.cleanup_ctx.append(purge_ctx)
     app[METRICS] = Metrics()
+    if multiprocess_dir():
+        app.cleanup_ctx.append(metrics_flush_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_routes(accounts.routes)

@@ -41,28 +41,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="listen port (default 8700)")
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="worker processes sharing the port (default 1; more need redis.url)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> ControlApiSettings:
-    overrides = {k: v for k in ("host", "port", "db") if (v := getattr(args, k, None)) is not None}
+    overrides = {
+        k: v for k in ("host", "port", "db", "workers") if (v := getattr(args, k, None)) is not None
+    }
     return load_settings(args.config, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve the control API until interrupted."""
-    from control_api.app import create_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = settings_from(args)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         print(f"activelead control-api: bad configuration: {exc}", file=sys.stderr)
         return 2
+    if settings.workers == 1:
+        _serve(settings, worker=0)
+        return 0
+    from activelead.workers import multiprocess_metrics, supervise
+    from control_api.db import migrate_once
+    from rules import Engine, ScoringConfig
+
+    multiprocess_metrics()  # /metrics, answered by any worker, sums them all
+    try:
+        migrate_once(settings.db)  # once, before the workers open the database together
+    except Exception as exc:
+        print(f"activelead control-api: {exc}", file=sys.stderr)
+        return 1
+    # Loaded once and shared copy-on-write by the forked workers (~100 MB of scoring data).
+    engine = Engine.from_config(ScoringConfig.model_validate(settings.scoring_config))
+    gc.freeze()
+    return supervise(_serve, lambda i: (settings, i, engine), settings.workers, "activelead-api")
+
+
+def _serve(settings: ControlApiSettings, worker: int, engine: Any = None) -> None:
+    """One server process: worker 0 also runs the jobs one process does for all (retention
+    purge, WAL checkpoints); every worker delivers webhooks (claims are leased in the DB)."""
+    from control_api.app import create_app
+
     # Worker threads (PostgreSQL's DB thread, argon2 hashing) need the GIL back after every
     # blocking call; with the default 5 ms switch interval a busy event loop can make them wait
     # that long each time. 0.5 ms keeps those hand-offs short.
     sys.setswitchinterval(0.0005)
-    app = create_app(settings)
+    app = create_app(settings, engine=engine, worker=worker)
     app.on_startup.append(_freeze_startup_heap)  # after every cleanup context has started
     web.run_app(
         app,
@@ -72,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
         access_log_format='%a "%r" %s %b %Tfms req=%{X-Request-Id}o',
         print=None,
         loop=_new_loop(),
+        reuse_port=settings.workers > 1,
     )
-    return 0
 
 
 async def _freeze_startup_heap(app: web.Application) -> None:

@@ -16,10 +16,14 @@ cut into short transactions by their callers.
 Group commit: writes issued in the same event-loop tick run as one transaction, each inside its
 own SAVEPOINT, so one unit failing (a 402, a constraint) rolls back only itself.
 
-One process per SQLite file: a second process (the `credits grant` CLI) is fine for short
-transactions (busy_timeout), but serving from several processes wants PostgreSQL: give `db` a
-postgresql:// URL and the same units run on a worker thread over a psycopg connection
-(control_api.pg), with row locks keeping debits atomic across processes.
+Several processes on one SQLite file (`workers: N`, or the `credits grant` CLI beside the
+server): SQLite lets one write transaction run at a time. A process that finds the write lock
+taken must not wait inside SQLite, whose busy handler sleeps with the event loop stopped, so
+the serving connection has no busy timeout: a unit that meets SQLITE_BUSY at BEGIN is retried
+from the loop after a short asyncio sleep (more units join its batch meanwhile), for up to
+BUSY_TIMEOUT_S. Debits stay atomic because each unit runs inside the lock. Past one machine,
+give `db` a postgresql:// URL and the same units run on a worker thread over a psycopg
+connection (control_api.pg), with row locks keeping debits atomic across processes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +56,22 @@ CHECKPOINT_EVERY_S = 1.0
 # WAL then rewinds by itself).
 WAL_RESTART_FRAMES = 65536
 WAL_HOLD_TIMEOUT_S = 2.0
+# How long a unit waits for another process's write lock (retried from the loop, see above),
+# and the first and longest pause between tries: the lock is usually held for a batch (< 1 ms),
+# a WAL rewind (~10 ms) or an operator's short CLI transaction.
+BUSY_TIMEOUT_S = 5.0
+BUSY_FIRST_PAUSE_S = 0.0002
+BUSY_LONGEST_PAUSE_S = 0.005
+
+
+class DatabaseBusy(Exception):
+    """Another process held the database's write lock for longer than BUSY_TIMEOUT_S."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY (and its extended codes): another connection holds the lock we need."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF == 5
 
 
 class DatabaseError(Exception):
@@ -88,8 +109,11 @@ class Database:
     network; row locks (`SELECT ... FOR UPDATE`) keep debits atomic across processes.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, checkpoint: bool = True) -> None:
+        """`checkpoint`: run the background checkpointer (one process per file does; the other
+        workers of a server leave it to worker 0)."""
         self.path = path
+        self._checkpoint = checkpoint
         self.postgres = is_postgres(path)
         self._conn: Conn | None = None
         self._pending: list[tuple[Callable[[Conn], Any], asyncio.Future[Any]]] = []
@@ -99,6 +123,7 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hold: asyncio.Future[None] | None = None  # while set, no write transaction starts
         self.wal_restarts = 0  # WAL rewinds done (tests, diagnostics)
+        self.busy_waits = 0  # pauses because another process held the lock (tests, diagnostics)
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-api-pg") if self.postgres else None
         )
@@ -129,9 +154,15 @@ class Database:
             if isinstance(exc, DatabaseError | MigrationError):
                 raise
             raise DatabaseError(f"{_redact(self.path)}: {exc}") from exc
-        if not self.postgres and self.path != ":memory:":
+        if self.postgres:
+            return
+        # Never sleep inside SQLite on the loop: a busy lock is retried from the loop (_begin).
+        self._connection().execute("PRAGMA busy_timeout=0")
+        if self.path != ":memory:":
             # Checkpoints copy the WAL into the database file and fsync: never on the loop.
             self._connection().execute("PRAGMA wal_autocheckpoint=0")
+            if not self._checkpoint:
+                return
             self._loop = asyncio.get_running_loop()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
@@ -154,9 +185,48 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    async def _begin(self, write: bool) -> None:
+        """BEGIN on the SQLite connection, waiting on the loop while another process holds the
+        lock. Returns with the transaction open; the caller runs its units without awaiting."""
+        conn = self._connection()
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        pause = BUSY_FIRST_PAUSE_S
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
+                    ) from exc
+            self.busy_waits += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, BUSY_LONGEST_PAUSE_S)
+
     async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` in a read transaction (a consistent snapshot)."""
-        return await self._run(self._call, fn, False)
+        if self.postgres:
+            return await self._run(self._call, fn, False)
+        while True:
+            await self._begin(False)
+            conn = self._connection()
+            try:
+                result = fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                # A reader meets SQLITE_BUSY only in rare moments (another process recovering
+                # the WAL): the snapshot is gone, so the whole read runs again.
+                if is_busy(exc):
+                    self.busy_waits += 1
+                    await asyncio.sleep(BUSY_FIRST_PAUSE_S)
+                    continue
+                raise
+            conn.execute("COMMIT")
+            return result
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` atomically (all of it commits, or none of it); writes of the same tick share
@@ -175,7 +245,13 @@ class Database:
                 await self._hold
             batch, self._pending = self._pending, []
             try:
-                outcomes = await self._run(self._run_batch, [fn for fn, _ in batch])
+                if self.postgres:
+                    outcomes = await self._run(self._run_batch, [fn for fn, _ in batch])
+                else:
+                    await self._begin(True)
+                    if self._pending:  # units that came while the lock was busy join in
+                        batch, self._pending = batch + self._pending, []
+                    outcomes = self._run_batch([fn for fn, _ in batch], begun=True)
             except Exception as exc:  # BEGIN/COMMIT failed: nothing of the batch is stored
                 outcomes = [(False, exc)] * len(batch)
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
@@ -186,15 +262,23 @@ class Database:
                 else:
                     future.set_exception(value)
 
-    def _run_batch(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, fns: list[Callable[[Conn], Any]], begun: bool = False) -> list[tuple[bool, Any]]:
+        """Run the units in one write transaction; `begun`: the caller already opened it."""
+        conn = self._connection()
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         if len(fns) == 1:  # alone in its transaction: no savepoint needed (2 statements fewer)
             try:
-                return [(True, self._call(fns[0], True))]
+                value = fns[0](conn)
             except Exception as exc:
+                conn.execute("ROLLBACK")
                 return [(False, exc)]
-        conn = self._connection()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return [(True, value)]
         out: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
         try:
             for fn in fns:
                 conn.execute("SAVEPOINT unit")
@@ -237,7 +321,8 @@ class Database:
         checkpoint copies, so the WAL grew without bound (340 MB after 10 s at 1500 ingest
         req/s, and every page lookup walks its whole index). So, once it is big: copy again
         (what came in meanwhile, still without stopping anything), then hold the event loop's
-        writes — not its reads or requests — while the last frames are copied and synced.
+        writes — not its reads or requests — while the last frames are copied and synced (and
+        other processes' writes through the RESTART checkpoint's lock).
         """
         loop = self._loop
         if loop is None:
@@ -269,7 +354,10 @@ class Database:
             if not held.wait(WAL_HOLD_TIMEOUT_S):
                 log.warning("writes were not paused within %s s; WAL not rewound", WAL_HOLD_TIMEOUT_S)
                 return
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            # RESTART, not PASSIVE: it also takes the write lock from other processes'
+            # writers (workers of this server; they retry from their loops, see _begin) and
+            # makes the next write rewind the WAL.
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if not busy and frames == copied:
                 self.wal_restarts += 1
         finally:
@@ -316,6 +404,16 @@ class Database:
 
             if isinstance(conn, PgConnection):
                 conn.close()
+
+
+def migrate_once(path: str) -> None:
+    """Open the database (migrating its schema) and close it: what a supervisor does before its
+    workers open the same database at once."""
+    db = Database(path, checkpoint=False)
+    try:
+        db.run_sync(lambda conn: None)
+    finally:
+        db.close_sync()
 
 
 def _redact(url: str) -> str:

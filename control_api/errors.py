@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from control_api import jsonx
+from control_api.db import DatabaseBusy
 from control_api.state import REQUEST_ID
 
 log = logging.getLogger("activelead.control_api")
@@ -117,6 +118,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.reason if exc.status != 413 else "request body is too large"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = error_response(request, exc.status, code, message, headers=headers)
+    except DatabaseBusy:
+        # Another process kept the write lock for seconds (an operator's long transaction):
+        # nothing of this request was stored, and trying again shortly is the right move.
+        log.warning("database busy in %s %s (request %s)", request.method, request.path, request[REQUEST_ID])
+        response = error_response(
+            request, 503, "database_busy", "the database is busy; try again shortly",
+            headers={"Retry-After": "1"},
+        )
     except Exception:
         # Never a traceback or an internal message to the client; the log has the request id.
         log.exception(

@@ -1,12 +1,18 @@
 """Prometheus metrics of the control API, served at GET /metrics.
 
 A registry per app rather than prometheus-client's global one: tests and `activelead up` build
-several apps in one process, and each must count only its own requests.
+several apps in one process, and each must count only its own requests. With several workers
+(activelead/workers.py sets PROMETHEUS_MULTIPROC_DIR) every worker writes its figures to files
+there and whichever worker answers a scrape sums them all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -16,9 +22,11 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 from activelead.tally import Tally
+from activelead.workers import METRICS_DIR
 from control_api.errors import Handler
 
 
@@ -109,8 +117,33 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)
 
 
+def multiprocess_dir() -> str | None:
+    return os.environ.get(METRICS_DIR) or None
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.flush()
-    body = generate_latest(metrics.registry)
+    registry = metrics.registry
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_flush_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With several workers a scrape reaches one of them: the others add their tallies to the
+    shared files every second, so the sum lags at most that."""
+
+    async def flush_every(interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            app[METRICS].flush()
+
+    task = asyncio.create_task(flush_every(), name="metrics-flush")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    app[METRICS].flush()

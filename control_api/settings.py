@@ -49,6 +49,15 @@ class ControlApiSettings(BaseSettings):
         description="Redis for shared rate limits and velocity counters; unset = the file's "
         "top-level `redis.url`, else process memory.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (SO_REUSEPORT). Above 1 they need "
+        "`redis_url` (sign-in and ingest rate limits and velocity counters must be shared) and a "
+        "database file or PostgreSQL; SQLite lets one write transaction run at a time, which the "
+        "workers take in turn.",
+    )
     access_log: bool = Field(
         False,
         description="Log one line per request. Off by default: at ingest rates it costs about a "
@@ -194,7 +203,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Control
     """Settings from `config` (default ./activelead.yaml if it exists), env and `overrides`."""
     path = Path(config) if config is not None else DEFAULT_CONFIG
     if config is None and not path.exists():
-        return ControlApiSettings(**overrides)
+        return _check_workers(ControlApiSettings(**overrides))
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such config file")
 
@@ -213,4 +222,18 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Control
     redis = shared.get("redis")
     if settings.redis_url is None and isinstance(redis, dict) and redis.get("url"):
         update["redis_url"] = str(redis["url"])
-    return settings.model_copy(update=update) if update else settings
+    return _check_workers(settings.model_copy(update=update) if update else settings)
+
+
+def _check_workers(settings: ControlApiSettings) -> ControlApiSettings:
+    """Several workers must share what each would otherwise keep to itself (checked once the
+    file's top-level `redis:` section has been applied)."""
+    if settings.workers > 1 and not settings.redis_url:
+        raise ValueError(
+            f"control_api.workers is {settings.workers}, which needs redis_url (or a top-level "
+            "redis.url): with counters in each process's memory, every worker would keep its own "
+            "sign-in and ingest rate limits and velocity counts"
+        )
+    if settings.workers > 1 and settings.db == ":memory:":
+        raise ValueError("control_api.workers > 1 needs a database file or PostgreSQL, not ':memory:'")
+    return settings

@@ -11,17 +11,16 @@ import asyncio
 import contextlib
 import gc
 import logging
-import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from activelead.workers import multiprocess_metrics, supervise
 from proxy.admin import create_admin_app
 from proxy.app import ROUTING, create_app
 from proxy.fastpath import FastPath
@@ -169,42 +168,13 @@ def run_workers(config: str | None, overrides: dict[str, Any]) -> int:
     if workers == 1:
         _worker_main(config, overrides, 0)
         return 0
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Metrics from every worker are summed by the admin endpoint (prometheus multiprocess).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="activelead-metrics-")
+    multiprocess_metrics()  # the admin endpoint sums every worker's metrics
     if not settings.proxy.render_secret:
         from proxy.tokens import load_or_create_secret
 
         load_or_create_secret(Path(settings.proxy.state_dir))  # one key for every worker
     # The engine's data (~100 MB) is loaded once here and the workers are forked from it, so
     # they share those pages copy-on-write; gc.freeze keeps the collector from touching them.
-    # No event loop, socket or thread exists yet in this process, which makes fork safe.
     engine = Engine.from_config(settings.scoring)
     gc.freeze()
-    ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(target=_worker_main, args=(config, overrides, i, engine),
-                    name=f"activelead-w{i}")
-        for i in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    stopping = False
-
-    def _stop(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    code = 0
-    for proc in procs:
-        proc.join()
-        if proc.exitcode and not stopping:
-            code = 1
-            _stop(signal.SIGTERM, None)  # one worker died: take the rest down, let the
-            # service manager restart the whole proxy rather than run short-handed silently
-    return code
+    return supervise(_worker_main, lambda i: (config, overrides, i, engine), workers, "activelead")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,93 @@ async def test_wal_is_rewound_under_steady_writes(tmp_path: Path, monkeypatch: p
     assert restarts >= 2
     # Between rewinds it grows by what is written in a few checkpoint periods, not by everything.
     assert biggest_wal < written * 3000 / 2, (biggest_wal, written)
+
+
+def add_audit_row(action: str) -> Callable[[Conn], None]:
+    def add(conn: Conn) -> None:
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', ?, '{}', 0)",
+            (action,),
+        )
+
+    return add
+
+
+def count_rows(conn: Conn) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM audit_log WHERE actor = 'test'").fetchone()[0])
+
+
+class LoopLag:
+    """The longest the event loop went without running a 1-ms ticker while this was active."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            self.worst = max(self.worst, now - last)
+            last = now
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def test_a_write_waits_for_another_process_lock_without_stopping_the_loop(tmp_path: Path) -> None:
+    """Another process (a second worker, the credits CLI) holds the write lock: our writes wait
+    on the loop, not inside SQLite, reads go on meanwhile, and everything lands once it is free."""
+    path = tmp_path / "busy.sqlite3"
+    db = Database(str(path))
+    await db.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute(
+            "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', 'other', '{}', 0)"
+        )
+        with LoopLag() as lag:
+            writes = [asyncio.ensure_future(db.write(add_audit_row(f"w{i}"))) for i in range(5)]
+            await asyncio.sleep(0.2)
+            assert not any(w.done() for w in writes)  # the lock is taken: nothing committed
+            assert await db.read(count_rows) == 0  # reads are not held up (WAL)
+            later = asyncio.ensure_future(db.write(add_audit_row("later")))  # joins the wait
+            await asyncio.sleep(0.05)
+            other.execute("COMMIT")
+            await asyncio.wait_for(asyncio.gather(*writes, later), 2)
+        assert lag.worst < 0.05, lag.worst  # SQLite's own busy handler would block it ~all along
+        assert db.busy_waits > 3
+        assert await db.read(count_rows) == 7
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_a_lock_held_too_long_fails_the_units_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.1)
+    path = tmp_path / "stuck.sqlite3"
+    db = Database(str(path))
+    await db.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(
+            db.write(add_audit_row("a")), db.write(add_audit_row("b")), return_exceptions=True
+        )
+        assert all(isinstance(r, db_module.DatabaseBusy) for r in results), results
+        assert "locked by another process" in str(results[0])
+        other.execute("ROLLBACK")
+        await db.write(add_audit_row("after"))  # the database works again at once
+        assert await db.read(count_rows) == 1
+    finally:
+        other.close()
+        await db.close()

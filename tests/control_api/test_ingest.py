@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from control_api import db as db_module
 from tests.control_api.conftest import Account, ClientFactory, api_error, db_rows, sign_up
 from tests.control_api.test_keys import GOOD
 
@@ -239,3 +241,28 @@ async def test_credits_with_session_show_the_ledger(client: TestClient[Any, Any]
     kinds = [(e["kind"], e["amount"], e["balanceAfter"]) for e in body["ledger"]]
     assert kinds == [("usage", -1, 999), ("grant", 1000, 1000)]
     del owner
+
+
+async def test_a_database_locked_too_long_by_another_process_is_a_503_and_charges_nothing(
+    client: TestClient[Any, Any], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's transaction (or a stuck process) holds SQLite's write lock past the wait:
+    a clear 503 with Retry-After, nothing stored or charged; the same call succeeds after."""
+    _, auth, _ = await keyed(client)
+    before = await balance(client, auth)
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.2)
+    other = sqlite3.connect(settings.db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        resp = await client.post("/v1/ingest", json=SPAM, headers=auth)
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert (await api_error(resp))["code"] == "database_busy"
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert await balance(client, auth) == before
+    assert db_rows(settings.db, "SELECT COUNT(*) FROM events")[0][0] == 0
+    resp = await client.post("/v1/ingest", json=SPAM, headers=auth)
+    assert resp.status == 200
+    assert await balance(client, auth) == before - 1

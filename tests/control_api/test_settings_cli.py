@@ -149,3 +149,16 @@ async def test_healthz_and_metrics(client: TestClient[Any, Any]) -> None:
     assert 'activelead_control_api_scored_total{decision="allowed",source="ingest"} 1.0' in text
     assert "activelead_control_api_credits_used_total 1.0" in text
     assert 'route="/v1/projects/{project_id}/keys"' in text  # templates, not raw ids
+
+
+def test_several_workers_need_shared_counters_and_a_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "activelead.yaml"
+    path.write_text("control_api:\n  workers: 2\n")
+    with pytest.raises(ValueError, match="workers is 2, which needs redis_url"):
+        load_settings(path)
+    path.write_text("redis:\n  url: redis://127.0.0.1:6390/0\ncontrol_api:\n  workers: 2\n")
+    assert load_settings(path).workers == 2  # the top-level redis section counts
+    with pytest.raises(ValueError, match="not ':memory:'"):
+        load_settings(path, db=":memory:")
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        load_settings(path, workers=0)

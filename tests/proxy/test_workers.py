@@ -26,6 +26,11 @@ def spawn(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Pop
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
 def worker_pids(pid: int) -> list[str]:
     """Worker processes of the supervisor (forked: same command line as the supervisor)."""
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -40,9 +45,9 @@ async def test_two_workers_share_the_port(origin: TestServer, tmp_path: Path) ->
                   "state_dir": str(tmp_path / "state")},
         "sites": [site_config(str(origin.make_url("")))],
     }))
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # No PROMETHEUS_MULTIPROC_DIR from outside: the supervisor must set it up by itself.
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
     log = (tmp_path / "proxy.log").open("wb")
     proc = spawn([sys.executable, "-m", "proxy", "--config", str(config), "--workers", "2"],
                  env, log)
@@ -60,6 +65,7 @@ async def test_two_workers_share_the_port(origin: TestServer, tmp_path: Path) ->
         await asyncio.sleep(1.5)  # each worker flushes its tallied request counts every second
         children = worker_pids(proc.pid)
         assert len(children) == 2
+        metrics_dir = Path(process_env(proc.pid)["PROMETHEUS_MULTIPROC_DIR"])
         served = {}
         for pid in children:
             db = MmapedDict(str(metrics_dir / f"counter_{pid}.db"), read_mode=True)
@@ -77,3 +83,4 @@ async def test_two_workers_share_the_port(origin: TestServer, tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         log.close()
+    assert not await asyncio.to_thread(metrics_dir.exists)  # the supervisor's own directory goes with it
