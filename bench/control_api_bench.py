@@ -2,11 +2,13 @@
 edge batch ingestion of 100k events. Prints figures; not part of the test suite.
 
     .venv/bin/python bench/control_api_bench.py [--duration 10] [--concurrency 32] [--rate 1500]
-                                                [--repeat 3] [--postgres]
+                                                [--repeat 3] [--postgres] [--workers 2]
 
 Both servers run as their own processes on 127.0.0.1 (one core each at most, like the target
 "2 cores" box: server + load generator); the baseline answers the same verdict JSON from a
 plain aiohttp handler, so the difference is the cost of auth, scoring, credits and storage.
+`--workers 2` (the default) also runs the control API with two worker processes on the same
+database (and a throwaway redis-server for their shared counters); 1 skips that.
 
 Two measurements per target: saturation (closed loop: `--concurrency` connections, each sending
 its next request when the last is answered — latency there is mostly queueing, ≈ concurrency /
@@ -359,13 +361,16 @@ def main() -> int:
             pg = PostgresServer()
             pg.start()
             targets.append(("PostgreSQL", "postgres", 1))
+            if redis is not None:
+                targets.append((f"PostgreSQL, {args.workers} workers", "postgres", args.workers))
         for run in range(args.repeat):
             rows.setdefault("baseline (bare aiohttp)", []).append(measure(base_port, "", baseline))
             if rate:
                 rows.setdefault(f"baseline @ {rate:.0f}/s", []).append(measure(base_port, "", baseline, rate))
             for name, kind, workers in targets:
                 db = (
-                    str(tmp / f"bench-{run}-{workers}.sqlite3") if kind == "sqlite" else fresh_pg_db(pg, run)
+                    str(tmp / f"bench-{run}-{workers}.sqlite3") if kind == "sqlite"
+                    else fresh_pg_db(pg, run * 100 + workers)
                 )
                 proc, port, demo = start_control_api(
                     db, tmp, workers, redis.url if workers > 1 and redis else None

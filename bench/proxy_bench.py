@@ -202,7 +202,7 @@ def main() -> int:
     procs = Procs()
     results: dict[str, tuple[float, float, float]] = {}
     mem: dict[str, float] = {}
-    halves: dict[str, str] = {}
+    halves: dict[tuple[str, str], str] = {}
     try:
         origin_port, redis_port = start_origin_and_redis(procs, work, args.load_cpus)
 
@@ -283,17 +283,25 @@ def main() -> int:
                 run(f"{label} POST scored, new visitors", port, "/contact", True, visitors=True)
                 # "Scoring adds" is about latency below saturation: hold half the scored
                 # saturation rate fixed and compare scored with pass-through posts.
+                # Both scored scenarios at half the one-visitor saturation, and new visitors
+                # also at half their own (lower) saturation, each against pass-through posts
+                # at the same rate.
                 half = results[f"{label} POST scored (rules + Redis)"][0] / 2
-                for name, path, visitors in (("pass-through", "/other", False),
-                                             ("scored", "/contact", False),
-                                             ("scored, new visitors", "/contact", True)):
-                    key = f"{label} POST {name} at {half:.0f}/s (half saturation)"
+                half_new = results[f"{label} POST scored, new visitors"][0] / 2
+                for name, path, visitors, rate, of in (
+                    ("pass-through", "/other", False, half, "half saturation"),
+                    ("scored", "/contact", False, half, "half saturation"),
+                    ("scored, new visitors", "/contact", True, half, "half saturation"),
+                    ("pass-through", "/other", False, half_new, "half new-visitor saturation"),
+                    ("scored, new visitors", "/contact", True, half_new, "half new-visitor saturation"),
+                ):
+                    key = f"{label} POST {name} at {rate:.0f}/s ({of})"
                     results[key] = fixed_rate(f"http://127.0.0.1:{port}{path}", args.load_cpus,
-                                              half, args.duration, "site.test", visitors)
+                                              rate, args.duration, "site.test", visitors)
                     rps, p50, p99 = results[key]
                     print(f"  {key:<44} {rps:>10.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms",
                           flush=True)
-                    halves[name] = key
+                    halves[(name, of)] = key
                 mem[label] = rss_mb(p.pid)
             procs.stop(p)
     finally:
@@ -315,10 +323,11 @@ def main() -> int:
     if f"{a1} POST scored (rules + Redis)" in results and f"{a1} POST pass-through" in results:
         s, t = results[f"{a1} POST scored (rules + Redis)"], results[f"{a1} POST pass-through"]
         print(f"  scoring adds at saturation: p50 {s[1] - t[1]:+.2f} ms, p99 {s[2] - t[2]:+.2f} ms")
-    for scored in ("scored", "scored, new visitors"):
-        if scored in halves and "pass-through" in halves:
-            s, t = results[halves[scored]], results[halves["pass-through"]]
-            print(f"  scoring adds at half saturation ({scored}): p50 {s[1] - t[1]:+.2f} ms, "
+    for scored, of in (("scored", "half saturation"), ("scored, new visitors", "half saturation"),
+                       ("scored, new visitors", "half new-visitor saturation")):
+        if (scored, of) in halves and ("pass-through", of) in halves:
+            s, t = results[halves[(scored, of)]], results[halves[("pass-through", of)]]
+            print(f"  scoring adds at {of} ({scored}): p50 {s[1] - t[1]:+.2f} ms, "
                   f"p99 {s[2] - t[2]:+.2f} ms")
     print(f"  activelead GET / bare aiohttp GET (floor)     {ratio(f'{a1} GET pass-through', 'bare aiohttp proxy (floor) GET')}")
     print(f"  fast path on / off (GET)                      {ratio(f'{a1} GET pass-through', f'{a1} GET, fast path off')}")
