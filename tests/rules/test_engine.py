@@ -164,3 +164,20 @@ def test_weight_for_unknown_rule_names_the_key(engine: Engine) -> None:
     with pytest.raises(ConfigError) as err:
         engine.with_config(ScoringConfig(weights={"999999": 5}), "activelead.yaml")
     assert str(err.value) == "activelead.yaml: scoring.weights: unknown rule ids ['999999']"
+
+
+def test_facts_assign_every_key_of_their_template(engine: Engine,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """facts() fills a copy of a key template (rules.engine._FACT_TEMPLATES): a key listed
+    there but never assigned would silently read None."""
+    from rules import engine as engine_module
+
+    unset = object()
+    templates = {shape: dict.fromkeys(keys, unset)
+                 for shape, keys in engine_module._FACT_TEMPLATES.items()}
+    monkeypatch.setattr(engine_module, "_FACT_TEMPLATES", templates)
+    for overrides in ({}, {"email": ""}, {"ip": ""}, {"email": "", "ip": ""}):
+        facts = engine.facts(make_submission(**overrides), {"ip": 1.0})
+        assert [key for key, value in facts.items() if value is unset] == []
+        template = templates[bool(facts.get("email.present")), "ip.present" in facts]
+        assert list(facts)[:len(template)] == list(template)  # the template's keys, in order
