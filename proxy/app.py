@@ -23,7 +23,7 @@ from yarl import URL
 
 from activelead import snippet_http as snippet_routes
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, joined_lowered, parse_ip
+from proxy.clientip import ClientIpResolver, joined_lowered
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.fastpath import BAD_GATEWAY, BROKE_OFF, GATEWAY_TIMEOUT
 from proxy.forward import downstream_headers, upstream_headers
@@ -387,7 +387,7 @@ class Client:
 def _client(request: web.Request) -> Client:
     resolver = request.app[ROUTING].resolver
     peer = request.remote or ""
-    if not resolver.has_trusted or not resolver.is_trusted(parse_ip(peer)):
+    if not resolver.peer_trusted(peer):
         return Client(peer, False, peer)  # nobody in front of us: the peer is the visitor
     return Client(peer, True, resolver.resolve(peer, _lowered(request)))
 

@@ -31,7 +31,7 @@ import httptools
 from yarl import URL
 
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, joined_lowered, parse_ip
+from proxy.clientip import ClientIpResolver, joined_lowered
 from proxy.forward import forward_pairs, response_pairs
 from proxy.origins import Framing, OriginAddress, OriginConnection, OriginPool, RawPairs
 from proxy.protocol import TIMEOUT_RESPONSE
@@ -184,7 +184,7 @@ class FastFront(asyncio.Protocol):
         self.peer = peer[0] if peer else ""
         self.secure = transport.get_extra_info("sslcontext") is not None
         resolver = self.fast.resolver
-        self.trusted = resolver.has_trusted and resolver.is_trusted(parse_ip(self.peer))
+        self.trusted = resolver.peer_trusted(self.peer)
         self.timer = self.fast.loop.call_later(self.fast.header_timeout_s, self._idle_timeout)
         self.fast.connections.add(self)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
+from proxy import clientip
 from proxy.clientip import ClientIpResolver
 
 R = ClientIpResolver(["10.0.0.0/8", "2001:db8::/32"],
@@ -26,3 +29,18 @@ R = ClientIpResolver(["10.0.0.0/8", "2001:db8::/32"],
 ])
 def test_resolve(peer: str, headers: dict[str, str], expected: str) -> None:
     assert R.resolve(peer, headers) == expected
+
+
+def test_remembered_addresses_are_bounded_and_not_tracked_by_the_garbage_collector() -> None:
+    """A stream of new visitors must not leave objects for every full collection to walk (the
+    ipaddress objects cached before made such collections take tens of ms under load)."""
+    resolver = ClientIpResolver(["10.0.0.0/8"], ["X-Forwarded-For"])
+    for n in range(clientip.SEEN_MAX + 500):
+        visitor = f"203.0.{n // 256 % 256}.{n % 256}"
+        assert resolver.resolve("10.1.2.3", {"x-forwarded-for": f"{visitor}, 10.9.9.9"}) == visitor
+    gc.collect()
+    remembered = resolver._seen
+    assert 0 < len(remembered) <= clientip.SEEN_MAX
+    assert not any(gc.is_tracked(v) for v in remembered.values())
+    assert resolver.peer_trusted("10.1.2.3") and not resolver.peer_trusted("203.0.0.1")
+    assert not resolver.peer_trusted("") and not resolver.peer_trusted("garbage")
