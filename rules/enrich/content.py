@@ -144,18 +144,28 @@ class ContentEnricher:
             self._injection.Add(pattern)
             self._injection_kinds.append(kind)
         self._injection.Compile()
-        # Spam campaigns repeat their text verbatim: remember recent results.
-        self.facts = cached_facts(self._facts, ContentFacts, 8192)
+        # Spam campaigns repeat their text verbatim: remember recent results. Keyed by the
+        # prose alone: the text of all fields (for injections) holds the e-mail address, so
+        # with it in the key every new visitor missed and paid the whole analysis again.
+        self._prose_facts = cached_facts(self._facts, ContentFacts, 8192)
+
+    def facts(self, text: str, injection_text: str | None = None) -> ContentFacts:
+        """Facts about `text` (prose); injection is looked for in `injection_text` (all fields)
+        when given, else in `text`."""
+        prose = self._prose_facts(text)
+        if not injection_text or injection_text == text:
+            return prose
+        kind = self.injection_kind(injection_text)
+        return prose if kind == prose.injection else prose._replace(injection=kind)
 
     def injection_kind(self, text: str) -> str | None:
         hits = self._injection.Match(text)
         return self._injection_kinds[min(hits)] if hits else None
 
-    def _facts(self, text: str, injection_text: str | None = None) -> ContentFacts:
-        """Facts about `text` (prose); injection is looked for in `injection_text` (all fields)."""
+    def _facts(self, text: str) -> ContentFacts:
+        """Facts about `text` (prose), injection looked for in `text` itself."""
         if not text.strip():
-            kind = self.injection_kind(injection_text) if injection_text else None
-            return ContentFacts(injection=kind)
+            return ContentFacts()
         words = text.split()
         links = _count_links(text)
         ascii_bytes = text.encode("ascii", "ignore")
@@ -178,7 +188,7 @@ class ContentEnricher:
             html=bool(_HTML_TAG.search(text)),
             spam_score=score,
             spam_categories=tuple(categories),
-            injection=self.injection_kind(injection_text or text),
+            injection=self.injection_kind(text),
             mixed_scripts=has_mixed_script_word(text),
             caps_ratio=round(caps, 3),
             repeated=_repeated(text, words),
