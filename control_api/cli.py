@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"activelead control-api: {exc}", file=sys.stderr)
         return 1
+    if not settings.challenge_secret and not settings.key_pepper:
+        # One snippet challenge key for every worker (else, with PostgreSQL, each would make up
+        # its own and refuse the others' challenges): the key file, or one random key.
+        from control_api.snippet import challenge_secret
+
+        settings = settings.model_copy(update={"challenge_secret": challenge_secret(settings)})
     # Loaded once and shared copy-on-write by the forked workers (~100 MB of scoring data).
     engine = Engine.from_config(ScoringConfig.model_validate(settings.scoring_config))
     gc.freeze()
@@ -98,7 +104,10 @@ def _serve(settings: ControlApiSettings, worker: int, engine: Any = None) -> Non
         host=settings.host,
         port=settings.port,
         access_log_format='%a "%r" %s %b %Tfms req=%{X-Request-Id}o',
-        print=None,
+        # Called once the port is bound: the line says this worker is serving.
+        print=lambda _: logging.getLogger("activelead.control_api").info(
+            "worker %d serving on %s:%d", worker, settings.host, settings.port
+        ),
         loop=_new_loop(),
         reuse_port=settings.workers > 1,
     )

@@ -56,6 +56,8 @@ CHECKPOINT_EVERY_S = 1.0
 # WAL then rewinds by itself).
 WAL_RESTART_FRAMES = 65536
 WAL_HOLD_TIMEOUT_S = 2.0
+RESTART_BUSY_MS = 100  # longest a rewind waits for other connections (holding writes meanwhile)
+RESTART_RETRY_S = 30.0  # after a rewind could not finish
 # How long a unit waits for another process's write lock (retried from the loop, see above),
 # and the first and longest pause between tries: the lock is usually held for a batch (< 1 ms),
 # a WAL rewind (~10 ms) or an operator's short CLI transaction.
@@ -211,6 +213,8 @@ class Database:
         """Run `fn` in a read transaction (a consistent snapshot)."""
         if self.postgres:
             return await self._run(self._call, fn, False)
+        pause = BUSY_FIRST_PAUSE_S
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             await self._begin(False)
             conn = self._connection()
@@ -219,12 +223,17 @@ class Database:
             except BaseException as exc:
                 conn.execute("ROLLBACK")
                 # A reader meets SQLITE_BUSY only in rare moments (another process recovering
-                # the WAL): the snapshot is gone, so the whole read runs again.
-                if is_busy(exc):
-                    self.busy_waits += 1
-                    await asyncio.sleep(BUSY_FIRST_PAUSE_S)
-                    continue
-                raise
+                # the WAL): the snapshot is gone, so the whole read runs again, for a while.
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
+                    ) from exc
+                self.busy_waits += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BUSY_LONGEST_PAUSE_S)
+                continue
             conn.execute("COMMIT")
             return result
 
@@ -302,18 +311,22 @@ class Database:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
+            next_restart = 0.0
             while not self._stop.wait(CHECKPOINT_EVERY_S):
                 try:
                     # PASSIVE: copy what it can without waiting for (or blocking) the writer.
                     busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if not busy and frames >= WAL_RESTART_FRAMES:
-                        self._restart_wal(conn)
+                    due = not busy and frames >= WAL_RESTART_FRAMES and time.monotonic() >= next_restart
+                    if due and not self._restart_wal(conn):
+                        # A reader keeps the WAL (a backup, an operator's shell): each try
+                        # pauses writes for up to RESTART_BUSY_MS, so not every second.
+                        next_restart = time.monotonic() + RESTART_RETRY_S
                 except (sqlite3.Error, OSError) as exc:
                     log.warning("WAL checkpoint failed (will retry): %s", exc)
         finally:
             conn.close()
 
-    def _restart_wal(self, conn: sqlite3.Connection) -> None:
+    def _restart_wal(self, conn: sqlite3.Connection) -> bool:
         """Let the next write rewind the WAL to its start.
 
         SQLite rewinds the WAL only when a write begins while every frame in it has been copied
@@ -326,7 +339,7 @@ class Database:
         """
         loop = self._loop
         if loop is None:
-            return
+            return False
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         # Under steady writes no PASSIVE checkpoint finishes, so none has synced the database
         # file; and the write that rewinds the WAL syncs the WAL file, on the loop. Flush both
@@ -349,17 +362,25 @@ class Database:
         try:
             loop.call_soon_threadsafe(hold)
         except RuntimeError:  # the loop is closed: the app is stopping
-            return
+            return False
         try:
             if not held.wait(WAL_HOLD_TIMEOUT_S):
                 log.warning("writes were not paused within %s s; WAL not rewound", WAL_HOLD_TIMEOUT_S)
-                return
+                return False
             # RESTART, not PASSIVE: it also takes the write lock from other processes'
             # writers (workers of this server; they retry from their loops, see _begin) and
-            # makes the next write rewind the WAL.
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            # makes the next write rewind the WAL. It holds that lock while it waits for
+            # readers, so it waits briefly: a reader that stays (a backup) just means no
+            # rewind this time.
+            conn.execute(f"PRAGMA busy_timeout={RESTART_BUSY_MS}")
+            try:
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
             if not busy and frames == copied:
                 self.wal_restarts += 1
+                return True
+            return False
         finally:
             # Queued after hold(), so it runs after it even if hold() came late.
             with contextlib.suppress(RuntimeError):

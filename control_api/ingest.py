@@ -24,6 +24,7 @@ from control_api import credits, jsonx, snippet, webhooks
 from control_api.auth import require_key
 from control_api.clientip import client_ip
 from control_api.context import Services
+from control_api.db import DatabaseBusy
 from control_api.errors import ApiError, read_json, require_object
 from control_api.events import EventRecord, insert, insert_many_scored
 from control_api.keys import KeyInfo
@@ -205,6 +206,10 @@ class IngestWriter:
             outcomes: list[int | BaseException]
             try:
                 outcomes = await services.db.write(functools.partial(store_scored, batch=batch, low=low))
+            except DatabaseBusy as exc:
+                # Another process held the lock past the wait: one by one, each call would
+                # wait that long again. Every call gets its 503 now; nothing was stored.
+                outcomes = [DatabaseBusy(str(exc)) for _ in batch]
             except Exception:
                 log.warning("batched ingest write failed; storing its %d calls one by one", len(batch))
                 outcomes = []

@@ -35,8 +35,10 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 
 def spawn_control_api(config: Path, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """`python -m control_api --config <config>` from the repository root, the caller's
-    ACTIVELEAD_* variables removed so that the file alone decides. Output to `log`, or dropped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVELEAD_")}
+    ACTIVELEAD_* variables (and any metrics directory) removed so that the file alone decides.
+    Output to `log`, or dropped."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ACTIVELEAD_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "control_api", "--config", str(config)], cwd=ROOT, env=env,

@@ -4,6 +4,7 @@ is charged exactly once, an Idempotency-Key holds across workers, /metrics adds 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from control_api.cli import DEMO_CREDITS, bootstrap_demo
 from control_api.settings import load_settings
+from tests.proxy.test_events import wait_for
 from tests.proxy.test_workers import process_env, worker_pids
 from tests.services import RedisServer, free_port, spawn_control_api, wait_for_port
 
@@ -39,9 +41,11 @@ async def call(base: str, key: str, body: dict[str, Any], **headers: str) -> tup
         return resp.status, await resp.text()
 
 
-@pytest.mark.slow
-async def test_two_workers_share_port_database_and_credits(tmp_path: Path, redis: RedisServer) -> None:
-    port = free_port()
+def alive(pid: str) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def write_config(tmp_path: Path, redis: RedisServer, port: int) -> Path:
     config = tmp_path / "activelead.yaml"
     config.write_text(yaml.safe_dump({
         "redis": {"url": redis.url},  # the top-level section both services read
@@ -51,14 +55,28 @@ async def test_two_workers_share_port_database_and_credits(tmp_path: Path, redis
             "argon2_parallelism": 1,
         },
     }))
+    return config
+
+
+async def both_serving(log_path: Path, port: int) -> None:
+    """The port answers as soon as the first worker listens: wait for both to say so."""
+    wait_for_port(port, timeout_s=30)
+    await wait_for(lambda: log_path.read_text().count(" serving on ") == 2, wait_s=30)
+
+
+@pytest.mark.slow
+async def test_two_workers_share_port_database_and_credits(tmp_path: Path, redis: RedisServer) -> None:
+    port = free_port()
+    config = write_config(tmp_path, redis, port)
     demo = bootstrap_demo(load_settings(config))
     key = demo["apiKey"]
     base = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "control_api.log").open("wb")
+    log_path = tmp_path / "control_api.log"
+    log = log_path.open("wb")
     proc = spawn_control_api(config, log)  # no PROMETHEUS_MULTIPROC_DIR: it sets one up itself
+    metrics_dir: Path | None = None
     try:
-        wait_for_port(port, timeout_s=30)
-        await asyncio.sleep(1.0)  # the port answers as soon as the first worker listens
+        await both_serving(log_path, port)
         limit = asyncio.Semaphore(8)
 
         async def one(i: int) -> int:
@@ -96,4 +114,27 @@ async def test_two_workers_share_port_database_and_credits(tmp_path: Path, redis
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         log.close()
-    assert not await asyncio.to_thread(metrics_dir.exists)
+    assert metrics_dir is not None and not await asyncio.to_thread(metrics_dir.exists)
+
+
+@pytest.mark.slow
+async def test_a_dying_worker_takes_the_others_down(tmp_path: Path, redis: RedisServer) -> None:
+    """Not only worker 0 is watched: the last worker dying stops the service with an error,
+    for the service manager to restart it whole (rather than run on one worker unnoticed)."""
+    port = free_port()
+    config = write_config(tmp_path, redis, port)
+    log_path = tmp_path / "control_api.log"
+    log = log_path.open("wb")
+    proc = spawn_control_api(config, log)
+    try:
+        await both_serving(log_path, port)
+        children = worker_pids(proc.pid)
+        assert len(children) == 2
+        os.kill(int(children[-1]), signal.SIGKILL)
+        assert await asyncio.to_thread(proc.wait, 20) == 1
+        assert not any(alive(pid) for pid in children)  # worker 0 was stopped and reaped too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
