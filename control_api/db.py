@@ -192,8 +192,7 @@ class Database:
         lock. Returns with the transaction open; the caller runs its units without awaiting."""
         conn = self._connection()
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
-        pause = BUSY_FIRST_PAUSE_S
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        wait = _BusyWait(self)
         while True:
             try:
                 conn.execute(statement)
@@ -201,20 +200,13 @@ class Database:
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
-                if time.monotonic() >= deadline:
-                    raise DatabaseBusy(
-                        f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
-                    ) from exc
-            self.busy_waits += 1
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, BUSY_LONGEST_PAUSE_S)
+                await wait(exc)
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` in a read transaction (a consistent snapshot)."""
         if self.postgres:
             return await self._run(self._call, fn, False)
-        pause = BUSY_FIRST_PAUSE_S
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        wait = _BusyWait(self)
         while True:
             await self._begin(False)
             conn = self._connection()
@@ -226,13 +218,7 @@ class Database:
                 # the WAL): the snapshot is gone, so the whole read runs again, for a while.
                 if not is_busy(exc):
                     raise
-                if time.monotonic() >= deadline:
-                    raise DatabaseBusy(
-                        f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
-                    ) from exc
-                self.busy_waits += 1
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, BUSY_LONGEST_PAUSE_S)
+                await wait(exc)
                 continue
             conn.execute("COMMIT")
             return result
@@ -425,6 +411,25 @@ class Database:
 
             if isinstance(conn, PgConnection):
                 conn.close()
+
+
+class _BusyWait:
+    """The pauses between tries while another process holds the lock: 0.2 ms doubling to 5 ms,
+    on the event loop, until BUSY_TIMEOUT_S is over."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pause = BUSY_FIRST_PAUSE_S
+        self._deadline = time.monotonic() + BUSY_TIMEOUT_S
+
+    async def __call__(self, busy: BaseException) -> None:
+        if time.monotonic() >= self._deadline:
+            raise DatabaseBusy(
+                f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
+            ) from busy
+        self._db.busy_waits += 1
+        await asyncio.sleep(self._pause)
+        self._pause = min(self._pause * 2, BUSY_LONGEST_PAUSE_S)
 
 
 def migrate_once(path: str) -> None:

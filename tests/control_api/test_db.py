@@ -20,6 +20,17 @@ def wal_size(path: Path) -> int:
     return Path(f"{path}-wal").stat().st_size
 
 
+PAD = json.dumps({"pad": "x" * 3000})
+
+
+def add_padded_row(conn: Conn) -> None:
+    """A ~3 KB row: a few of them fill WAL frames quickly."""
+    conn.execute(
+        "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', 'pad', ?, 0)",
+        (PAD,),
+    )
+
+
 async def test_wal_is_rewound_under_steady_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a rewind, SQLite's WAL only grows while writes keep coming (each checkpoint
     finishes with newer frames already behind it). Small limits here so a second of writes
@@ -29,20 +40,12 @@ async def test_wal_is_rewound_under_steady_writes(tmp_path: Path, monkeypatch: p
     path = tmp_path / "wal.sqlite3"
     db = Database(str(path))
     await db.open()
-    details = json.dumps({"pad": "x" * 3000})
-
-    def add(conn: Conn) -> None:
-        conn.execute(
-            "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', 'pad', ?, 0)",
-            (details,),
-        )
-
     written = 0
     biggest_wal = 0
     deadline = time.monotonic() + 1.5
     try:
         while time.monotonic() < deadline or db.wal_restarts < 2:
-            await asyncio.gather(*(db.write(add) for _ in range(8)))  # never a pause between
+            await asyncio.gather(*(db.write(add_padded_row) for _ in range(8)))  # never a pause between
             written += 8
             biggest_wal = max(biggest_wal, wal_size(path))
             assert time.monotonic() < deadline + 10, "the WAL was never rewound"
@@ -161,20 +164,12 @@ async def test_a_reader_that_keeps_the_wal_does_not_stall_writes(
     db = Database(str(path))
     await db.open()
     reader = sqlite3.connect(path, isolation_level=None)
-    details = json.dumps({"pad": "x" * 3000})
-
-    def add(conn: Conn) -> None:
-        conn.execute(
-            "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', 'pad', ?, 0)",
-            (details,),
-        )
-
     async def write_for(seconds: float) -> float:
         worst = 0.0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             started = time.monotonic()
-            await asyncio.gather(*(db.write(add) for _ in range(8)))
+            await asyncio.gather(*(db.write(add_padded_row) for _ in range(8)))
             worst = max(worst, time.monotonic() - started)
         return worst
 
