@@ -46,6 +46,11 @@ def _op(
         else {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     )
     op["responses"].setdefault("4XX", {"description": "Error", "content": error_content})
+    op["responses"]["503"] = {
+        "description": "`database_busy`: another process held the SQLite write lock for seconds; "
+        "nothing was stored or charged, retry after `Retry-After`",
+        "content": error_content,
+    }
     if body is not None:
         ct = "application/x-www-form-urlencoded" if body == "form" else "application/json"
         op["requestBody"] = {"required": True, "content": {ct: {"schema": {"type": "object"}}}}
