@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def count_rows(conn: Conn) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM audit_log WHERE actor = 'test'").fetchone()[0])
 
 
+@contextlib.asynccontextmanager
+async def database_and_another(path: Path) -> AsyncIterator[tuple[Database, sqlite3.Connection]]:
+    """Our Database and a second, plain connection to the same file (another process's)."""
+    db = Database(str(path))
+    await db.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield db, other
+    finally:
+        other.close()
+        await db.close()
+
+
 class LoopLag:
     """The longest the event loop went without running a 1-ms ticker while this was active."""
 
@@ -101,11 +115,7 @@ class LoopLag:
 async def test_a_write_waits_for_another_process_lock_without_stopping_the_loop(tmp_path: Path) -> None:
     """Another process (a second worker, the credits CLI) holds the write lock: our writes wait
     on the loop, not inside SQLite, reads go on meanwhile, and everything lands once it is free."""
-    path = tmp_path / "busy.sqlite3"
-    db = Database(str(path))
-    await db.open()
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with database_and_another(tmp_path / "busy.sqlite3") as (db, other):
         other.execute("BEGIN IMMEDIATE")
         other.execute(
             "INSERT INTO audit_log (actor, action, details, created_at) VALUES ('test', 'other', '{}', 0)"
@@ -123,20 +133,13 @@ async def test_a_write_waits_for_another_process_lock_without_stopping_the_loop(
         assert lag.worst < 0.15, lag.worst
         assert db.busy_waits > 3
         assert await db.read(count_rows) == 7
-    finally:
-        other.close()
-        await db.close()
 
 
 async def test_a_lock_held_too_long_fails_the_units_and_stores_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.1)
-    path = tmp_path / "stuck.sqlite3"
-    db = Database(str(path))
-    await db.open()
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with database_and_another(tmp_path / "stuck.sqlite3") as (db, other):
         other.execute("BEGIN IMMEDIATE")
         results = await asyncio.gather(
             db.write(add_audit_row("a")), db.write(add_audit_row("b")), return_exceptions=True
@@ -146,9 +149,6 @@ async def test_a_lock_held_too_long_fails_the_units_and_stores_nothing(
         other.execute("ROLLBACK")
         await db.write(add_audit_row("after"))  # the database works again at once
         assert await db.read(count_rows) == 1
-    finally:
-        other.close()
-        await db.close()
 
 
 async def test_a_reader_that_keeps_the_wal_does_not_stall_writes(
@@ -160,11 +160,8 @@ async def test_a_reader_that_keeps_the_wal_does_not_stall_writes(
     monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_S", 0.02)
     monkeypatch.setattr(db_module, "WAL_RESTART_FRAMES", 64)
     monkeypatch.setattr(db_module, "RESTART_RETRY_S", 0.3)
-    path = tmp_path / "pinned.sqlite3"
-    db = Database(str(path))
-    await db.open()
-    reader = sqlite3.connect(path, isolation_level=None)
-    async def write_for(seconds: float) -> float:
+
+    async def write_for(db: Database, seconds: float) -> float:
         worst = 0.0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -173,17 +170,14 @@ async def test_a_reader_that_keeps_the_wal_does_not_stall_writes(
             worst = max(worst, time.monotonic() - started)
         return worst
 
-    try:
+    async with database_and_another(tmp_path / "pinned.sqlite3") as (db, reader):
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM audit_log").fetchone()  # holds its snapshot
-        worst = await write_for(1.5)
+        worst = await write_for(db, 1.5)
         assert db.wal_restarts == 0  # nothing can rewind under the reader
         assert worst < 1.0, worst  # each try held writes ~0.1 s, not the 5-s busy timeout
         reader.execute("COMMIT")
         deadline = time.monotonic() + 10
         while db.wal_restarts == 0:
             assert time.monotonic() < deadline, "no rewind after the reader left"
-            await write_for(0.2)
-    finally:
-        reader.close()
-        await db.close()
+            await write_for(db, 0.2)
