@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
+import os
+from collections.abc import AsyncIterator
 from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from activelead.workers import METRICS_DIR
 
 
 class Tally:
@@ -40,3 +48,32 @@ class Tally:
             for bucket, count in zip(child._buckets, row[1:], strict=True):
                 if count:
                     bucket.inc(count)
+
+
+@contextlib.asynccontextmanager
+async def flushed_every(tally: Tally, interval_s: float = 1.0) -> AsyncIterator[None]:
+    """Flush `tally` every `interval_s` while inside, and once more on the way out. With several
+    workers a scrape reaches one of them; the others' figures are what they last flushed."""
+
+    async def flush_loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            tally.flush()
+
+    task = asyncio.create_task(flush_loop(), name="metrics-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        tally.flush()
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The /metrics text of `registry`; with several workers (PROMETHEUS_MULTIPROC_DIR set by
+    activelead/workers.py) the sum of every worker's figures instead."""
+    if os.environ.get(METRICS_DIR):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from activelead.workers import METRICS_DIR
 from control_api import (
     accounts,
     akismet,
@@ -32,7 +34,6 @@ from control_api.metrics import (
     metrics_endpoint,
     metrics_flush_ctx,
     metrics_middleware,
-    multiprocess_dir,
 )
 from control_api.scoring import ScoringService
 from control_api.settings import ControlApiSettings
@@ -92,7 +93,7 @@ def create_app(
     if worker == 0:
         app.cleanup_ctx.append(purge_ctx)
     app[METRICS] = Metrics()
-    if multiprocess_dir():
+    if os.environ.get(METRICS_DIR):  # several workers (activelead/workers.py)
         app.cleanup_ctx.append(metrics_flush_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)

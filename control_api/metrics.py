@@ -8,9 +8,6 @@ there and whichever worker answers a scrape sums them all.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,12 +18,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
-    multiprocess,
 )
 
-from activelead.tally import Tally
-from activelead.workers import METRICS_DIR
+from activelead.tally import Tally, exposition, flushed_every
 from control_api.errors import Handler
 
 
@@ -69,9 +63,9 @@ class Metrics:
         self._scored: dict[tuple[str, str], Any] = {}
         # Increments and observations tallied, added to their children by flush(), which every
         # scrape calls first (activelead/tally.py: a scored call made three locked inc()s).
-        self._tally = Tally()
-        self._count = self._tally.add
-        self.flush = self._tally.flush
+        self.tally = Tally()
+        self._count = self.tally.add
+        self.flush = self.tally.flush
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request; the labelled children are looked up once per (method, route,
@@ -86,7 +80,7 @@ class Metrics:
                 self.latency.labels(route),
             )
         self._count(children[0])
-        self._tally.observe(children[1], seconds)
+        self.tally.observe(children[1], seconds)
 
     def observe_scored(self, source: str, decision: str) -> None:
         """Count one scored submission (the child looked up once per source and decision)."""
@@ -117,33 +111,14 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get(METRICS_DIR) or None
-
-
 async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.flush()
-    registry = metrics.registry
-    if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    body = generate_latest(registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=exposition(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def metrics_flush_ctx(app: web.Application) -> AsyncIterator[None]:
-    """With several workers a scrape reaches one of them: the others add their tallies to the
-    shared files every second, so the sum lags at most that."""
-
-    async def flush_every(interval_s: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            app[METRICS].flush()
-
-    task = asyncio.create_task(flush_every(), name="metrics-flush")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    app[METRICS].flush()
+    """With several workers a scrape reaches one of them: each adds its tallies to the shared
+    files every second, so the sum lags at most that."""
+    async with flushed_every(app[METRICS].tally, 1.0):
+        yield

@@ -22,6 +22,7 @@ from aiohttp import web
 from yarl import URL
 
 from activelead import snippet_http as snippet_routes
+from activelead.tally import flushed_every
 from proxy import metrics, render
 from proxy.clientip import ClientIpResolver, joined_lowered
 from proxy.events import LogReporter, Spool, SpoolReporter
@@ -245,12 +246,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         project_for=_project_lookup(app),
         step_up_script=app[STEP_UP_SCRIPT],
     )
-    flusher = asyncio.create_task(metrics.flush_every(1.0), name="metrics-flush")
-    yield
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
-    metrics.TALLY.flush()
+    async with flushed_every(metrics.TALLY, 1.0):
+        yield
 
 
 def create_app(

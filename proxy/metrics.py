@@ -6,22 +6,18 @@ supervisor sets PROMETHEUS_MULTIPROC_DIR before they start and the admin endpoin
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import os
 from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 
-from activelead.tally import Tally
+from activelead.tally import Tally, exposition
 
 REQUESTS = Counter(
     "activelead_proxy_requests_total", "Requests handled, by site and kind.", ["site", "kind"]
@@ -87,13 +83,6 @@ def request(site: str, method: str) -> None:
 TALLY = Tally()
 
 
-async def flush_every(interval_s: float = 1.0) -> None:
-    """Runs for the life of a worker; the caller cancels it (and flushes once more)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        TALLY.flush()
-
-
 @functools.lru_cache(maxsize=4096)
 def _label_child(site: str, label: str) -> Any:
     return LABELS.labels(site, label)
@@ -135,10 +124,4 @@ def _rate_limited_child(site: str, form: str) -> Any:
 def render() -> tuple[bytes, str]:
     """The exposition text for /metrics (aggregated over workers in multiprocess mode)."""
     TALLY.flush()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    return exposition(), CONTENT_TYPE_LATEST
