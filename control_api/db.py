@@ -176,9 +176,11 @@ class Database:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _call(self, fn: Callable[[Conn], T], write: bool) -> T:
+    def _call(self, fn: Callable[[Conn], T], write: bool, begun: bool = False) -> T:
+        """Run `fn` in one transaction; `begun`: the caller already opened it (`_begin`)."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             result = fn(conn)
         except BaseException:
@@ -209,19 +211,14 @@ class Database:
         wait = _BusyWait(self)
         while True:
             await self._begin(False)
-            conn = self._connection()
             try:
-                result = fn(conn)
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
+                return self._call(fn, False, begun=True)
+            except sqlite3.OperationalError as exc:
                 # A reader meets SQLITE_BUSY only in rare moments (another process recovering
                 # the WAL): the snapshot is gone, so the whole read runs again, for a while.
                 if not is_busy(exc):
                     raise
                 await wait(exc)
-                continue
-            conn.execute("COMMIT")
-            return result
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` atomically (all of it commits, or none of it); writes of the same tick share
@@ -259,20 +256,14 @@ class Database:
 
     def _run_batch(self, fns: list[Callable[[Conn], Any]], begun: bool = False) -> list[tuple[bool, Any]]:
         """Run the units in one write transaction; `begun`: the caller already opened it."""
+        if len(fns) == 1:  # alone in its transaction: no savepoint needed (2 statements fewer)
+            try:
+                return [(True, self._call(fns[0], True, begun))]
+            except Exception as exc:
+                return [(False, exc)]
         conn = self._connection()
         if not begun:
             conn.execute("BEGIN IMMEDIATE")
-        if len(fns) == 1:  # alone in its transaction: no savepoint needed (2 statements fewer)
-            try:
-                value = fns[0](conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK")
-                return [(False, exc)]
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return [(True, value)]
         out: list[tuple[bool, Any]] = []
         try:
             for fn in fns:
