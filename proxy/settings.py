@@ -631,6 +631,7 @@ class Form:
     methods: frozenset[str]
     mode: Mode
     on_review: Literal["forward", "step_up"] = "forward"
+    honeypots: tuple[str, ...] = ()  # the site's rendered honeypot first, then the form's own
 
     @property
     def id(self) -> str:
@@ -695,6 +696,7 @@ def compile_sites(settings: ProxySettings) -> dict[str, Site]:
     out: dict[str, Site] = {}
     for cfg in settings.sites:
         step_up = bool(cfg.snippet.site_key and cfg.snippet.step_up_difficulty)
+        honeypot = cfg.honeypot_field or default_honeypot_name(cfg.id)
         forms = tuple(
             Form(
                 config=f,
@@ -702,10 +704,10 @@ def compile_sites(settings: ProxySettings) -> dict[str, Site]:
                 methods=frozenset(f.methods),
                 mode=f.mode or cfg.mode,
                 on_review=f.on_review or ("step_up" if step_up else "forward"),
+                honeypots=(honeypot, *f.fields.honeypot),
             )
             for f in cfg.forms
         )
-        honeypot = cfg.honeypot_field or default_honeypot_name(cfg.id)
         site = Site(
             config=cfg,
             forms=forms,

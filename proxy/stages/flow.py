@@ -6,9 +6,9 @@ Nothing here knows about aiohttp or mitmproxy: an edge adapter fills in the requ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy.formbody import ParsedBody
@@ -72,7 +72,7 @@ class Flow:
     client_ip: str
     headers: dict[str, str]  # lowercase names; repeated headers joined with ", "
     read_body: Callable[[int], Awaitable[bytes]]
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    received_at: float = field(default_factory=time.time)  # Unix time
     form: Form | None = None
     body: bytes = b""
     parsed: ParsedBody | None = None

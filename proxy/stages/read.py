@@ -8,11 +8,11 @@ from proxy.tokens import TOKEN_FIELD
 from rules.model import MAX_FIELD_CHARS, Signals, Submission
 
 # Headers the engine may use (user-agent, language and fetch metadata); the rest stay private.
-SCORED_HEADERS = (
+SCORED_HEADERS = frozenset({
     "user-agent", "accept", "accept-language", "accept-encoding", "origin", "referer",
     "content-type", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
     "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "dnt", "x-requested-with",
-)
+})
 
 
 def _first(fields: dict[str, str], names: list[str]) -> str:
@@ -46,28 +46,30 @@ class Read:
             flow.outcome = Respond(400, f"Malformed form submission: {exc}.\n", "text/plain")
             return
         flow.parsed = parsed
-        fmap = flow.form.config.fields
-        honeypots = [flow.site.honeypot, *fmap.honeypot]
-        own = flow.site.own_fields
-        fields = {
-            k: v[:MAX_FIELD_CHARS] for k, v in parsed.fields.items() if k not in own
-        }
+        site, form, headers, sent = flow.site, flow.form, flow.headers, parsed.fields
+        fmap = form.config.fields
+        own = site.own_fields
+        fields = {k: v[:MAX_FIELD_CHARS] for k, v in sent.items() if k not in own}
+        filled = False
+        for name in form.honeypots:
+            value = sent.get(name)
+            if value and not value.isspace():
+                filled = True
+                break
         flow.submission = Submission(
-            project_id=flow.site.config.project_id,
-            form_id=flow.form.id,
+            project_id=site.config.project_id,
+            form_id=form.id,
             lead_id=_first(fields, fmap.lead_id)[:2048],
             ip=flow.client_ip,
             email=_first(fields, fmap.email)[:2048],
-            user_agent=flow.headers.get("user-agent", "")[:2048],
+            user_agent=headers.get("user-agent", "")[:2048],
             fields=fields,
-            headers={h: flow.headers[h][:2048] for h in SCORED_HEADERS if h in flow.headers},
-            page_url=flow.headers.get("referer", "")[:2048],
+            headers={k: v[:2048] for k, v in headers.items() if k in SCORED_HEADERS},
+            page_url=headers.get("referer", "")[:2048],
             referrer="",
-            token=parsed.fields.get(TOKEN_FIELD, "")[:2048],
-            metadata={"siteId": flow.site.id, "path": flow.path, "bodyKind": parsed.kind,
+            token=sent.get(TOKEN_FIELD, "")[:2048],
+            metadata={"siteId": site.id, "path": flow.path, "bodyKind": parsed.kind,
                       "name": _first(fields, fmap.name)[:256],
                       "files": parsed.files[:20]},
-            signals=Signals(
-                honeypot_filled=any(parsed.fields.get(h, "").strip() for h in honeypots)
-            ),
+            signals=Signals(honeypot_filled=filled),
         )

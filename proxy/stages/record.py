@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any, Protocol
 
 from proxy import metrics
@@ -10,6 +12,18 @@ from proxy.stages.flow import Flow
 
 class Reporter(Protocol):
     def emit(self, event: dict[str, Any]) -> None: ...
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def utc_ms(unix: float) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-23T10:00:00.123Z. The date and time part
+    is formatted once a second: datetime.isoformat() took 4 us an event."""
+    second = int(unix)
+    return f"{_utc_second(second)}.{int((unix - second) * 1000):03d}Z"
 
 
 def make_event(flow: Flow) -> dict[str, Any]:
@@ -21,7 +35,7 @@ def make_event(flow: Flow) -> dict[str, Any]:
         "projectId": sub.project_id,
         "formId": sub.form_id,
         "leadId": sub.lead_id,
-        "receivedAt": flow.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "receivedAt": utc_ms(flow.received_at),
         "mode": flow.mode or form.mode,
         "action": flow.action,
         "ip": sub.ip,

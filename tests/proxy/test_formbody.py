@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from urllib.parse import unquote_to_bytes
+
 import pytest
 
 from proxy.formbody import BodyError, parse, strip
@@ -34,6 +37,17 @@ def test_parse(body: bytes, ctype: str, fields: dict[str, str]) -> None:
 def test_parse_errors(body: bytes, ctype: str) -> None:
     with pytest.raises(BodyError):
         parse(ctype, body)
+
+
+def test_percent_decoding_matches_urllib() -> None:
+    """The C-speed decoder (escapes rewritten for codecs.escape_decode) against urllib's, on
+    what trips such rewrites: stray and truncated "%", backslashes, "\\x", mixed-case hex."""
+    rnd = random.Random(7)
+    alphabet = b"%%%+aZ09fF\\x.=\xff"
+    for _ in range(20_000):
+        raw = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        want = unquote_to_bytes(raw.replace(b"+", b" ")).decode("latin-1")
+        assert parse(URLENC + "; charset=latin-1", b"f=" + raw).fields["f"] == want, raw
 
 
 def test_strip_is_identity_without_proxy_fields() -> None:
