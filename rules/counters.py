@@ -79,7 +79,8 @@ class Bounded(Generic[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         young = self._young
         if len(young) >= self._half and key not in young:
-            # The generation before is empty by now: half a generation of writes, 4 freed each.
+            # The generation before is empty by now: half a generation of new keys, 4 freed
+            # each. (RedisCounters.hit replaces busy keys in `_young` directly, freeing none.)
             self._dying, self._old, self._young = self._old, young, {}
             young = self._young
         young[key] = value
@@ -247,26 +248,43 @@ class RedisCounters:
                   timeout_s: float | None = None) -> list[float]:
         now = self._time()
         mono = time.monotonic()
-        down = self.degraded
+        down = mono < self._down_until  # self.degraded, without a second clock read
         buckets = self._buckets
         dirty = self._dirty
         fresh_s = self._fresh_s
+        seconds = int(now)  # int(now) // window == int(now // window), at a quarter of the cost
+        young = buckets._young
         held: list[BucketId] = []
+        currents: list[int] = []  # each bucket's new total, for the warm answer
         cold = False
         for key, window in keys:
-            bucket_id = (key, window, int(now // window))
-            base, inflight, pending, synced_at = buckets.get(bucket_id) or NEW_BUCKET
+            bucket_id = (key, window, seconds // window)
+            # A busy key is in the young generation: read and replace it there, without two
+            # Bounded calls (this loop runs for every counter of every scored post).
+            state = buckets._young.get(bucket_id)
+            in_young = state is not None
+            if state is None:
+                state = buckets.get(bucket_id) or NEW_BUCKET
+            base, inflight, pending, synced_at = state
             held.append(bucket_id)
+            currents.append(base + inflight + pending + 1)
             if down:  # counted here only; Redis learns nothing of an outage's hits
-                buckets[bucket_id] = (base + 1, inflight, pending, synced_at)
-                continue
-            buckets[bucket_id] = (base, inflight, pending + 1, synced_at)
-            dirty[bucket_id] = None
-            cold = cold or mono - synced_at > fresh_s
+                state = (base + 1, inflight, pending, synced_at)
+            else:
+                state = (base, inflight, pending + 1, synced_at)
+                if not pending:  # pending hits mean it is in `dirty` already
+                    dirty[bucket_id] = None
+                cold = cold or mono - synced_at > fresh_s
+            if in_young:
+                buckets._young[bucket_id] = state
+            else:
+                buckets[bucket_id] = state
         if self._ticker is None:
             self._start_ticker()
         if not cold or stale_ok:
-            return self._counts(held, now)
+            if buckets._young is not young:  # a generation turned over: read everything back
+                return self._counts(held, now)
+            return self._counts_of(held, currents, now)
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         self._waiters.append((held, now, future))
         if self._sync_soon is None:
@@ -285,6 +303,23 @@ class RedisCounters:
             current = cur[0] + cur[1] + cur[2]
             # _sliding() written out, as in MemoryCounters.hit_now: every warm Redis hit runs this
             out.append(current + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window))
+        return out
+
+    def _counts_of(self, held: Sequence[BucketId], currents: list[int],
+                   now: float) -> list[float]:
+        """_counts() for buckets hit() has just written in the young generation, whose totals
+        it knows: the same answers and the same Bounded reads, without reading those buckets
+        again (a third of a warm hit)."""
+        buckets = self._buckets
+        young = buckets._young
+        out: list[float] = []
+        for i, (key, window, number) in enumerate(held):
+            if buckets._young is not young:  # reading an old bucket turned a generation over
+                return out + self._counts(held[i:], now)
+            previous_id = (key, window, number - 1)
+            prev = young.get(previous_id) or buckets.get(previous_id) or NEW_BUCKET
+            # _sliding() written out, as in _counts()
+            out.append(currents[i] + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window))
         return out
 
     def _start_ticker(self) -> None:

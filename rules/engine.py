@@ -184,6 +184,10 @@ class Engine:
             for name in ("ip", "network", "email", "form")
         }
         self._min_fill_ms = config.min_fill_ms
+        # Per engine, as the windows are config. Repeat visitors are the common case, and their
+        # keys cost ~3 us to build (an IP lookup, four f-strings). At most ~3 MB, and the key
+        # strings are the very ones the counters' buckets then hold.
+        self._velocity_plans = lru_cache(maxsize=4096)(self._velocity_plan)
 
     @classmethod
     def from_config(cls, config: ScoringConfig | None = None, source: str = "activelead.yaml",
@@ -198,58 +202,81 @@ class Engine:
 
     def velocity_keys(self, sub: Submission) -> list[tuple[str, str, int]]:
         """(name, counter key, window) for each velocity dimension this submission has."""
+        return self._velocity_keys(sub.project_id, sub.ip, sub.email, sub.form_id)
+
+    def velocity_plan(self, sub: Submission) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+        """velocity_keys() as (names, (counter key, window) pairs), cached per visitor: the
+        scorer's hot path. The tuples are shared: never modify them."""
+        return self._velocity_plans(sub.project_id, sub.ip, sub.email, sub.form_id)
+
+    def _velocity_plan(self, project_id: str, ip: str, email: str,
+                       form_id: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+        keys = self._velocity_keys(project_id, ip, email, form_id)
+        return tuple(name for name, _, _ in keys), tuple((key, window) for _, key, window in keys)
+
+    def _velocity_keys(self, project_id: str, ip: str, email: str,
+                       form_id: str) -> list[tuple[str, str, int]]:
         v = self.config.velocity
         keys: list[tuple[str, str, int]] = []
-        project = sub.project_id or "-"
-        if sub.ip:
-            ip = self.enrichers.ip.facts(sub.ip)
-            if ip.valid and not ip.private:
-                keys.append(("ip", f"{project}:ip:{sub.ip}", v.ip.window_s))
-                keys.append(("network", f"{project}:net:{ip.network}", v.network.window_s))
-        if sub.email:
-            keys.append(("email", f"{project}:em:{sub.email.strip().lower()}", v.email.window_s))
-        keys.append(("form", f"{project}:form:{sub.form_id or '-'}", v.form.window_s))
+        project = project_id or "-"
+        if ip:
+            ip_facts = self.enrichers.ip.facts(ip)
+            if ip_facts.valid and not ip_facts.private:
+                keys.append(("ip", f"{project}:ip:{ip}", v.ip.window_s))
+                keys.append(("network", f"{project}:net:{ip_facts.network}", v.network.window_s))
+        if email:
+            keys.append(("email", f"{project}:em:{email.strip().lower()}", v.email.window_s))
+        keys.append(("form", f"{project}:form:{form_id or '-'}", v.form.window_s))
         return keys
 
     def facts(self, sub: Submission, velocity: Mapping[str, float] | None = None) -> Facts:
-        """Every fact about `sub`, in one flat dict (hot path: see _FACT_TEMPLATES)."""
+        """Every fact about `sub`, in one flat dict (hot path: see _FACT_TEMPLATES).
+
+        The enrichers' cached rows are unpacked by position: ~1 us cheaper per enricher than
+        the NamedTuple (rebuilt per call) and its attributes. tests/rules/test_engine.py pins
+        the field order this relies on."""
         en = self.enrichers
-        ip = en.ip.facts(sub.ip) if sub.ip else None
-        ua = en.ua.facts(sub.user_agent)
+        ip = en.ip.rows(sub.ip) if sub.ip else None
+        (ua_present, ua_missing, ua_crawler, crawler_family, ua_automation, ua_headless,
+         ua_tool) = en.ua.rows(sub.user_agent)
         verified = False
-        if ua.crawler_family and ip is not None and ip.valid:
-            owner_rx = CRAWLER_OWNERS.get(ua.crawler_family)
-            verified = ip.crawler_net == ua.crawler_family or bool(
-                owner_rx and ip.owner and owner_rx.search(ip.owner)
-            )
+        if ip is not None:
+            ip_valid, _, ip_private, country, owner, provider, tor, relay, crawler_net, _ = ip
+            if crawler_family and ip_valid:
+                owner_rx = CRAWLER_OWNERS.get(crawler_family)
+                verified = crawler_net == crawler_family or bool(
+                    owner_rx and owner and owner_rx.search(owner)
+                )
         prose, everything = self._texts(sub)
-        content = en.content.facts(prose, everything)
+        content = en.content
+        (chars, words, links, link_density, markup_links, html, spam_score, spam_categories,
+         prose_injection, mixed_scripts, caps_ratio, repeated) = content.prose_rows(prose)
         sig = sub.signals
         behaviour = sig.behaviour
         elapsed_ms = sig.elapsed_ms
         f = _FACT_TEMPLATES[bool(sub.email), ip is not None].copy()
         f["fields"] = sub.fields
-        f["ua.present"] = ua.present
-        f["ua.missing"] = ua.missing
-        f["ua.crawler"] = ua.crawler
-        f["ua.automation"] = ua.automation
-        f["ua.headless"] = ua.headless
-        f["ua.tool"] = ua.tool
+        f["ua.present"] = ua_present
+        f["ua.missing"] = ua_missing
+        f["ua.crawler"] = ua_crawler
+        f["ua.automation"] = ua_automation
+        f["ua.headless"] = ua_headless
+        f["ua.tool"] = ua_tool
         f["ua.verified_crawler"] = verified
-        f["ua.crawler_family"] = ua.crawler_family
+        f["ua.crawler_family"] = crawler_family
         f["ua.string"] = sub.user_agent
-        f["content.chars"] = content.chars
-        f["content.words"] = content.words
-        f["content.links"] = content.links
-        f["content.link_density"] = content.link_density
-        f["content.markup_links"] = content.markup_links
-        f["content.html"] = content.html
-        f["content.spam_score"] = content.spam_score
-        f["content.spam_categories"] = content.spam_categories
-        f["content.injection"] = content.injection
-        f["content.mixed_scripts"] = content.mixed_scripts
-        f["content.caps_ratio"] = content.caps_ratio
-        f["content.repeated"] = content.repeated
+        f["content.chars"] = chars
+        f["content.words"] = words
+        f["content.links"] = links
+        f["content.link_density"] = link_density
+        f["content.markup_links"] = markup_links
+        f["content.html"] = html
+        f["content.spam_score"] = spam_score
+        f["content.spam_categories"] = spam_categories
+        f["content.injection"] = content.injection(prose, everything, prose_injection)
+        f["content.mixed_scripts"] = mixed_scripts
+        f["content.caps_ratio"] = caps_ratio
+        f["content.repeated"] = repeated
         f["content.text"] = prose
         f["form.id"] = sub.form_id
         f["form.honeypot_filled"] = sig.honeypot_filled
@@ -266,28 +293,29 @@ class Engine:
         f["submission.is_test"] = sub.is_test
         f["test.identity"] = _test_identity(sub)
         if sub.email:
-            email = en.email.facts(sub.email)
+            (_, valid, _, domain, disposable, free, role, plus, gibberish,
+             normalized) = en.email.rows(sub.email)
             f["email.present"] = True
-            f["email.valid"] = email.valid
-            f["email.disposable"] = email.disposable
-            f["email.free"] = email.free
-            f["email.role"] = email.role
-            f["email.plus"] = email.plus
-            f["email.gibberish"] = email.gibberish
-            f["email.domain"] = email.domain
-            f["email.address"] = email.normalized or sub.email.strip().lower()
+            f["email.valid"] = valid
+            f["email.disposable"] = disposable
+            f["email.free"] = free
+            f["email.role"] = role
+            f["email.plus"] = plus
+            f["email.gibberish"] = gibberish
+            f["email.domain"] = domain
+            f["email.address"] = normalized or sub.email.strip().lower()
         if ip is not None:
             f["ip.present"] = True
-            f["ip.valid"] = ip.valid
-            f["ip.private"] = ip.private
-            f["ip.country"] = ip.country
-            f["ip.provider"] = ip.provider
-            f["ip.tor"] = ip.tor
-            f["ip.relay"] = ip.relay
-            f["ip.owner"] = ip.owner
+            f["ip.valid"] = ip_valid
+            f["ip.private"] = ip_private
+            f["ip.country"] = country
+            f["ip.provider"] = provider
+            f["ip.tor"] = tor
+            f["ip.relay"] = relay
+            f["ip.owner"] = owner
             f["ip.address"] = sub.ip
             # A verified crawler's network is not "datacenter traffic"; a relay is a browser.
-            f["ip.datacenter"] = bool(ip.provider) and not verified and ip.relay is None
+            f["ip.datacenter"] = bool(provider) and not verified and relay is None
         if velocity:
             self._velocity_facts_into(f, velocity)
         self._list_facts(sub, f)
@@ -393,16 +421,10 @@ class Engine:
             labels.append("test")
         if degraded:
             labels.append("degraded")
-        return Verdict(
-            trace_id=new_trace_id(),
-            score=score,
-            decision=decision,
-            labels=labels,
-            hits=[rule.hit for rule in matched],
-            country_hint=facts.get("ip.country"),
-            degraded=degraded,
-            elapsed_us=0,
-        )
+        # Positional: keywords cost ~0.7 us more here. (trace_id, score, decision, labels,
+        # hits, country_hint, degraded, elapsed_us)
+        return Verdict(new_trace_id(), score, decision, labels, [rule.hit for rule in matched],
+                       facts.get("ip.country"), degraded, 0)
 
 
 @lru_cache(maxsize=4096)

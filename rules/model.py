@@ -246,7 +246,9 @@ class Verdict:
             "score": self.score,
             "decision": self.decision,
             "labels": self.labels,
-            "hits": [h.to_json() for h in self.hits],
+            # Hit.to_json() inlined: a call per hit was a fifth of this, once per scored post
+            "hits": [{"ruleId": h.rule_id, "title": h.title, "weight": h.weight,
+                      "labels": [*h.labels]} for h in self.hits],
             "countryHint": self.country_hint,
             "degraded": self.degraded,
             "elapsedUs": self.elapsed_us,
@@ -262,4 +264,14 @@ def new_trace_id() -> str:
     appends to the right edge of the trace-id index instead of dirtying a random page of it.
     """
     # os.urandom directly: secrets.token_hex(6) is the same bytes through three Python calls.
-    return f"tr_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+    # The formatted millisecond is reused by the ids of the same millisecond (formatting it cost
+    # a third of an id); one tuple, so a thread never pairs one millisecond with another's text.
+    global _trace_ms
+    ms = time.time_ns() // 1_000_000
+    last = _trace_ms
+    if last[0] != ms:
+        last = _trace_ms = (ms, f"tr_{ms:012x}")
+    return last[1] + os.urandom(6).hex()
+
+
+_trace_ms: tuple[int, str] = (-1, "")  # new_trace_id's last millisecond, formatted

@@ -27,14 +27,13 @@ class Scorer:
         """`timeout_s` bounds the wait for the counters (the only I/O): TimeoutError past it,
         for the caller's failure policy. Scoring itself is CPU and is not interrupted."""
         engine = engine or self.engine
-        keys = engine.velocity_keys(sub)
         degraded = False
         velocity: dict[str, float] = {}
         if not sub.is_test:  # test submissions must not push real visitors over a limit
+            names, keys = engine.velocity_plan(sub)
             try:
-                counts = await self.counters.hit([(key, window) for _, key, window in keys],
-                                                 timeout_s=timeout_s)
-                velocity = {name: count for (name, _, _), count in zip(keys, counts, strict=True)}
+                counts = await self.counters.hit(keys, timeout_s=timeout_s)
+                velocity = dict(zip(names, counts, strict=True))
             except TimeoutError:
                 raise
             except Exception:

