@@ -650,14 +650,11 @@ class Site:
     # Fields the proxy itself adds to a form (render token, honeypot, snippet token): never
     # scored as the visitor's and never passed on to the origin.
     own_fields: frozenset[str]
+    render_enabled: bool  # render protection on: enabled, the site not off, forms to protect
 
     @property
     def id(self) -> str:
         return self.config.id
-
-    @property
-    def render_enabled(self) -> bool:
-        return self.config.render.enabled and self.config.mode != "off" and bool(self.forms)
 
     @property
     def snippet_src(self) -> str | None:
@@ -716,6 +713,7 @@ def compile_sites(settings: ProxySettings) -> dict[str, Site]:
             max_body_bytes=cfg.max_body_bytes,
             own_fields=frozenset({honeypot, TOKEN_FIELD}
                                  | ({SNIPPET_FIELD} if cfg.snippet.site_key else set())),
+            render_enabled=cfg.render.enabled and cfg.mode != "off" and bool(forms),
         )
         for host in cfg.hosts:
             out[host] = site
