@@ -68,8 +68,5 @@ class Read:
             page_url=headers.get("referer", "")[:2048],
             referrer="",
             token=sent.get(TOKEN_FIELD, "")[:2048],
-            metadata={"siteId": site.id, "path": flow.path, "bodyKind": parsed.kind,
-                      "name": _first(fields, fmap.name)[:256],
-                      "files": parsed.files[:20]},
             signals=Signals(honeypot_filled=filled),
         )
