@@ -83,11 +83,16 @@ def parse(content_type: str, body: bytes) -> ParsedBody:
     return ParsedBody("other")
 
 
-def strip(content_type: str, body: bytes, names: AbstractSet[str]) -> bytes:
+@functools.lru_cache(maxsize=256)  # callers pass a site's own frozenset: encoded once
+def _needles(names: frozenset[str]) -> tuple[bytes, ...]:
+    return tuple(name.encode() for name in names)
+
+
+def strip(content_type: str, body: bytes, names: frozenset[str]) -> bytes:
     """`body` without the fields in `names`; byte-identical when none of them is present."""
     # bytes.find, not `in`: `x in some_bytes` first tries x as an integer and builds and drops a
     # TypeError before searching (~0.9 us each, measured; a scored post made a dozen of them).
-    if not any(body.find(name.encode()) >= 0 for name in names):
+    if not any(body.find(needle) >= 0 for needle in _needles(names)):
         return body  # the usual case for forms the proxy did not render: nothing to cut
     kind = body_kind(content_type)
     if kind == "urlencoded":

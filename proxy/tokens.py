@@ -58,6 +58,10 @@ class TokenCheck:
     nonce: str = ""
 
 
+MISSING = TokenCheck("missing")  # frozen: one answer for every post without a token
+INVALID = TokenCheck("invalid")
+
+
 class TokenSigner:
     """Signs with the current key, verifies with the current and any retired keys."""
 
@@ -86,21 +90,21 @@ class TokenSigner:
         self, token: str, site: str, action: str, honeypot: str, now_ms: int | None = None
     ) -> TokenCheck:
         if not token:
-            return TokenCheck("missing")
+            return MISSING
         parts = token.split(".")
         if len(parts) != 5 or parts[0] != "v1" or len(token) > 200:
-            return TokenCheck("invalid")
+            return INVALID
         _, kid, ms, nonce, mac = parts
         key = self._keys.get(kid)
         if key is None or not ms.isdigit():
-            return TokenCheck("invalid")
+            return INVALID
         expected = self._mac(key, site, action, ms, honeypot, nonce)
         if not hmac.compare_digest(expected, mac):
-            return TokenCheck("invalid")
+            return INVALID
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         elapsed = now - int(ms)
         if elapsed > self._ttl_ms:
             return TokenCheck("expired", float(elapsed), nonce)
         if elapsed < -60_000:  # minted in the future beyond clock skew: not ours to believe
-            return TokenCheck("invalid")
+            return INVALID
         return TokenCheck("valid", float(max(elapsed, 0)), nonce)

@@ -54,12 +54,12 @@ def test_strip_is_identity_without_proxy_fields() -> None:
     for body, ctype in [(b"a=%41&&b", URLENC), (b'{"a" : 1}', "application/json"),
                         (b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
                          "multipart/form-data; boundary=b")]:
-        assert strip(ctype, body, {"hp", "tok"}) is body
+        assert strip(ctype, body, frozenset({"hp", "tok"})) is body
 
 
 def test_strip_multipart_keeps_preamble_and_epilogue() -> None:
     body = (b"preamble\r\n--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n"
             b"--b\r\nContent-Disposition: form-data; name=tok\r\n\r\nT\r\n--b--\r\nepilogue")
-    out = strip("multipart/form-data; boundary=b", body, {"tok"})
+    out = strip("multipart/form-data; boundary=b", body, frozenset({"tok"}))
     assert out == (b"preamble\r\n--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n"
                    b"--b--\r\nepilogue")
