@@ -23,7 +23,10 @@ def utc_ms(unix: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. 2026-11-23T10:00:00.123Z. The date and time part
     is formatted once a second: datetime.isoformat() took 4 us an event."""
     second = int(unix)
-    return f"{_utc_second(second)}.{int((unix - second) * 1000):03d}Z"
+    micros = round((unix - second) * 1_000_000)  # to the microsecond first, as datetime does
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    return f"{_utc_second(second)}.{micros // 1000:03d}Z"
 
 
 def make_event(flow: Flow) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 from proxy.events import LogReporter
@@ -11,7 +13,7 @@ from proxy.stages.flow import Respond
 from proxy.stages.limit import Limit
 from proxy.stages.match import Match
 from proxy.stages.read import Read
-from proxy.stages.record import Record
+from proxy.stages.record import Record, utc_ms
 from proxy.stages.score import Score
 from proxy.stages.stepup import StepUp
 from proxy.stages.token import Token
@@ -61,3 +63,14 @@ async def test_full_run_records_one_event(engine: Engine) -> None:
     assert flow.verdict is not None and flow.submission is not None
     assert flow.submission.signals.token_state == "missing"
     assert [e["action"] for e in reporter.events] == [flow.action]
+
+
+def test_event_time_matches_datetime_to_the_millisecond() -> None:
+    """utc_ms formats the second once and adds the milliseconds: the same text as datetime's
+    isoformat, rounding at the microsecond included (x.9999996 is the next second)."""
+    rnd = random.Random(3)
+    stamps = [0.0, 1.9999996, 1763892000.123, 1763892000.9995, 4102444799.999999]
+    stamps += [rnd.uniform(0, 4e9) for _ in range(5000)]
+    for unix in stamps:
+        want = datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")
+        assert utc_ms(unix) == want.replace("+00:00", "Z"), unix
