@@ -89,11 +89,13 @@ class FieldMap(_Strict):
     )
     name: list[str] = Field(
         default_factory=lambda: ["name", "your-name", "full_name", "fullname"],
-        description="Field names holding the person's name.",
+        description="Field names holding the person's name (part of the mapping; no built-in "
+        "rule reads it yet).",
     )
     message: list[str] = Field(
         default_factory=lambda: ["message", "your-message", "comment", "body"],
-        description="Field names holding free text.",
+        description="Field names holding free text (part of the mapping; the engine finds "
+        "free text by field name itself).",
     )
     lead_id: list[str] = Field(
         default_factory=list, description="Field names holding the site's own lead id."
