@@ -176,13 +176,15 @@ def fixed_rate(url: str, cpus: str, rate: float, seconds: int,
     return float(out["rate"]), float(out["p50"]), float(out["p99"])
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its children (a proxy's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+
+
 def rss_mb(pid: int) -> float:
     total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    for p in pids:
+    for p in _tree(pid):
         m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text())
         total += int(m.group(1)) / 1024 if m else 0
     return total
@@ -191,11 +193,7 @@ def rss_mb(pid: int) -> float:
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of `pid` and its children so far (/proc)."""
     total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    for p in pids:
+    for p in _tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
