@@ -79,8 +79,7 @@ class Bounded(Generic[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         young = self._young
         if len(young) >= self._half and key not in young:
-            # The generation before is empty by now: half a generation of new keys, 4 freed
-            # each. (RedisCounters.hit replaces busy keys in `_young` directly, freeing none.)
+            # The generation before is empty by now: half a generation of writes, 4 freed each.
             self._dying, self._old, self._young = self._old, young, {}
             young = self._young
         young[key] = value
@@ -146,8 +145,7 @@ class MemoryCounters:
             cur = (buckets.get(current_id) or 0) + 1
             buckets[current_id] = cur
             prev = buckets.get((key, window, bucket - 1)) or 0
-            # _sliding() written out: this runs for every counter of every scored submission
-            out.append(cur + prev * (1.0 - (now % window) / window))
+            out.append(_sliding(now, window, cur, prev))
         return out
 
     async def hit(self, keys: Sequence[CounterKey], *, stale_ok: bool = False,
@@ -253,38 +251,23 @@ class RedisCounters:
         dirty = self._dirty
         fresh_s = self._fresh_s
         seconds = int(now)  # int(now) // window == int(now // window), at a quarter of the cost
-        young = buckets._young
         held: list[BucketId] = []
-        currents: list[int] = []  # each bucket's new total, for the warm answer
         cold = False
         for key, window in keys:
             bucket_id = (key, window, seconds // window)
-            # A busy key is in the young generation: read and replace it there, without two
-            # Bounded calls (this loop runs for every counter of every scored post).
-            state = buckets._young.get(bucket_id)
-            in_young = state is not None
-            if state is None:
-                state = buckets.get(bucket_id) or NEW_BUCKET
-            base, inflight, pending, synced_at = state
+            base, inflight, pending, synced_at = buckets.get(bucket_id) or NEW_BUCKET
             held.append(bucket_id)
-            currents.append(base + inflight + pending + 1)
             if down:  # counted here only; Redis learns nothing of an outage's hits
-                state = (base + 1, inflight, pending, synced_at)
-            else:
-                state = (base, inflight, pending + 1, synced_at)
-                if not pending:  # pending hits mean it is in `dirty` already
-                    dirty[bucket_id] = None
-                cold = cold or mono - synced_at > fresh_s
-            if in_young:
-                buckets._young[bucket_id] = state
-            else:
-                buckets[bucket_id] = state
+                buckets[bucket_id] = (base + 1, inflight, pending, synced_at)
+                continue
+            buckets[bucket_id] = (base, inflight, pending + 1, synced_at)
+            if not pending:  # pending hits mean it is in `dirty` already
+                dirty[bucket_id] = None
+            cold = cold or mono - synced_at > fresh_s
         if self._ticker is None:
             self._start_ticker()
         if not cold or stale_ok:
-            if buckets._young is not young:  # a generation turned over: read everything back
-                return self._counts(held, now)
-            return self._counts_of(held, currents, now)
+            return self._counts(held, now)
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         self._waiters.append((held, now, future))
         if self._sync_soon is None:
@@ -300,26 +283,7 @@ class RedisCounters:
             key, window, number = bucket_id
             cur = buckets.get(bucket_id) or NEW_BUCKET
             prev = buckets.get((key, window, number - 1)) or NEW_BUCKET
-            current = cur[0] + cur[1] + cur[2]
-            # _sliding() written out, as in MemoryCounters.hit_now: every warm Redis hit runs this
-            out.append(current + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window))
-        return out
-
-    def _counts_of(self, held: Sequence[BucketId], currents: list[int],
-                   now: float) -> list[float]:
-        """_counts() for buckets hit() has just written in the young generation, whose totals
-        it knows: the same answers and the same Bounded reads, without reading those buckets
-        again (a third of a warm hit)."""
-        buckets = self._buckets
-        young = buckets._young
-        out: list[float] = []
-        for i, (key, window, number) in enumerate(held):
-            if buckets._young is not young:  # reading an old bucket turned a generation over
-                return out + self._counts(held[i:], now)
-            previous_id = (key, window, number - 1)
-            prev = young.get(previous_id) or buckets.get(previous_id) or NEW_BUCKET
-            # _sliding() written out, as in _counts()
-            out.append(currents[i] + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window))
+            out.append(_sliding(now, window, cur[0] + cur[1] + cur[2], prev[0] + prev[1] + prev[2]))
         return out
 
     def _start_ticker(self) -> None:
