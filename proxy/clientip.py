@@ -49,10 +49,6 @@ class ClientIpResolver:
         # visitors. Parsing and str() of an address cost ~1 us each; the same few repeat.
         self._seen: dict[str, tuple[str, bool] | None] = {}
 
-    @property
-    def has_trusted(self) -> bool:
-        return bool(self._trusted)
-
     def is_trusted(self, ip: IPAddress | None) -> bool:
         return ip is not None and any(ip in net for net in self._trusted)
 

@@ -33,8 +33,3 @@ def as_facts(rows: Callable[..., tuple[Any, ...]], kind: type[Facts]) -> Callabl
 
     return facts
 
-
-def cached_facts(compute: Callable[..., Facts], kind: type[Facts],
-                 maxsize: int) -> Callable[..., Facts]:
-    """`compute` behind a cache of plain tuples (cached_rows), answering NamedTuples."""
-    return as_facts(cached_rows(compute, maxsize), kind)

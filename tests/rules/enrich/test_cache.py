@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from typing import NamedTuple
 
-from rules.enrich.cache import cached_facts
+from rules.enrich.cache import as_facts, cached_rows
 from rules.enrich.ip import IpEnricher
 
 
@@ -22,7 +22,7 @@ def test_cached_facts_are_the_computed_ones_and_computed_once() -> None:
         calls.append(text)
         return _Pair(text, len(text), ("a", "b"))
 
-    facts = cached_facts(compute, _Pair, maxsize=2)
+    facts = as_facts(cached_rows(compute, maxsize=2), _Pair)
     first = facts("hello")
     assert first == _Pair("hello", 5, ("a", "b")) and isinstance(first, _Pair)
     assert first.size == 5
