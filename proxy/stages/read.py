@@ -7,13 +7,6 @@ from proxy.stages.flow import BodyTimeout, BodyTooLarge, Flow, Respond
 from proxy.tokens import TOKEN_FIELD
 from rules.model import MAX_FIELD_CHARS, Signals, Submission
 
-# Headers the engine may use (user-agent, language and fetch metadata); the rest stay private.
-SCORED_HEADERS = frozenset({
-    "user-agent", "accept", "accept-language", "accept-encoding", "origin", "referer",
-    "content-type", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
-    "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "dnt", "x-requested-with",
-})
-
 
 def _first(fields: dict[str, str], names: list[str]) -> str:
     for name in names:
@@ -64,7 +57,6 @@ class Read:
             email=_first(fields, fmap.email)[:2048],
             user_agent=headers.get("user-agent", "")[:2048],
             fields=fields,
-            headers={k: v[:2048] for k, v in headers.items() if k in SCORED_HEADERS},
             page_url=headers.get("referer", "")[:2048],
             referrer="",
             token=sent.get(TOKEN_FIELD, "")[:2048],
