@@ -56,9 +56,7 @@ class Token:
             sub.signals.automation = snip.automation
             if snip.behaviour:
                 sub.signals.behaviour = dict(snip.behaviour)
-        if len(states) == 1:  # the usual case: one token spoke
-            sub.signals.token_state = states[0]
-        elif states:
+        if states:
             sub.signals.token_state = max(states, key=_SEVERITY.__getitem__)
 
     async def _snippet(self, flow: Flow) -> SnippetCheck | None:
