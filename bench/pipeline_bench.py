@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.proxy_bench import POST_BODY, UA, Procs, proxy_config
+from bench.proxy_bench import POST_BODY, UA, Procs, proxy_config, start_redis
 from proxy.app import build_routing
 from proxy.clientip import joined_lowered
 from proxy.events import Spool, SpoolReporter
@@ -33,7 +33,7 @@ from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.flow import Flow
 from rules import Engine, Scorer
 from rules.counters import RedisCounters
-from tests.services import free_port, wait_for_port
+from tests.services import free_port
 
 BODY = POST_BODY.encode()
 HEADERS = [("Host", "site.test"), ("Content-Type", "application/x-www-form-urlencoded"),
@@ -128,12 +128,8 @@ def main() -> int:
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="activelead-pipeline-") as tmp:
         work = Path(tmp)
-        redis_port = free_port()
-        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no"], None, work / "redis.log")
         try:
-            wait_for_port(redis_port, timeout_s=30.0)
-            asyncio.run(bench(redis_port, work, args.posts, args.evict_mb))
+            asyncio.run(bench(start_redis(procs, work, None), work, args.posts, args.evict_mb))
         finally:
             procs.stop_all()
     return 0

@@ -96,18 +96,25 @@ http {{
     return conf
 
 
+def start_redis(procs: Procs, work: Path, cpus: str | None) -> int:
+    """A throwaway redis-server (no persistence): its port, once it listens."""
+    port = free_port()
+    procs.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no"], cpus, work / "redis.log")
+    wait_for_port(port, timeout_s=30.0)
+    return port
+
+
 def start_origin_and_redis(procs: Procs, work: Path, cpus: str) -> tuple[int, int]:
     """An nginx origin that answers every request itself, and a redis-server: (ports)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    origin_port, redis_port = free_port(), free_port()
+    origin_port = free_port()
     conf = nginx_conf(work, "origin", f"""
   server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
     location / {{ return 200 "hello from the origin\\n"; }} }}""")
     procs.start([nginx, "-c", str(conf), "-p", str(work / "origin")], cpus, work / "origin.log")
-    procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no"], cpus, work / "redis.log")
+    redis_port = start_redis(procs, work, cpus)
     wait_for_port(origin_port, timeout_s=30.0)
-    wait_for_port(redis_port, timeout_s=30.0)
     return origin_port, redis_port
 
 
