@@ -30,6 +30,28 @@ def test_trace_ids_are_unique_and_sort_by_creation_time() -> None:
     assert all(len(i) == 27 and i[3:].isalnum() for i in ids)
 
 
+def test_trace_ids_of_forked_workers_never_collide() -> None:
+    """Random parts are fetched in bulk; a forked worker must not reuse its parent's."""
+    import os
+
+    from rules.model import new_trace_id
+
+    new_trace_id()  # the parent now holds unused random parts
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids go to the parent, then it leaves at once
+        os.close(read_end)
+        os.write(write_end, " ".join(new_trace_id() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        child = fh.read().decode().split()
+    os.waitpid(pid, 0)
+    parent = [new_trace_id() for _ in range(300)]
+    assert len(child) == 300
+    assert not {i[15:] for i in child} & {i[15:] for i in parent}
+
+
 def test_score_is_the_sum_of_hit_weights_capped_at_100(engine: Engine) -> None:
     verdict = engine.score(make_submission(ip="3.5.140.2", userAgent="curl/8.5.0"))
     assert verdict.score == sum(h.weight for h in verdict.hits) == 75
