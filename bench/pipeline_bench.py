@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from activelead.clientip import joined_lowered
 from bench.proxy_bench import POST_BODY, UA, Procs, proxy_config, start_redis
 from proxy.app import build_routing
-from proxy.clientip import joined_lowered
 from proxy.events import Spool, SpoolReporter
 from proxy.settings import load_settings
 from proxy.stages import Stage, build_pipeline, run_pipeline

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher, Type
 
-from control_api.clientip import ClientIpResolver
+from activelead.clientip import ClientIpResolver
 from control_api.db import Database
 from control_api.keys import KeyStore
 from control_api.ratelimit import RateLimiter

@@ -13,14 +13,13 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from control_api.clientip import parse_network
+from activelead.clientip import check_headers, parse_network
 from rules.config import load_yaml, parse_scoring
 
 DEFAULT_CONFIG = Path("activelead.yaml")
-ClientIpHeader = Literal["X-Forwarded-For", "Forwarded", "X-Real-IP"]
 
 
-def _default_ip_headers() -> list[ClientIpHeader]:
+def _default_ip_headers() -> list[str]:
     return ["X-Forwarded-For"]
 
 
@@ -83,12 +82,13 @@ class ControlApiSettings(BaseSettings):
         "forwarding headers are believed: the client IP is then the right-most untrusted address "
         "of the first header of client_ip_headers present. Empty: the TCP peer is the client.",
     )
-    client_ip_headers: list[ClientIpHeader] = Field(
+    client_ip_headers: list[str] = Field(
         default_factory=_default_ip_headers,
         min_length=1,
         description="Forwarding headers read from trusted proxies, in order (the first present "
-        "decides). List only headers your proxy sets or overwrites: one it passes through "
-        "unchanged is the client's to forge.",
+        "decides): X-Forwarded-For, Forwarded, X-Real-IP, CF-Connecting-IP, True-Client-IP, in any "
+        "case. List only headers your proxy sets or overwrites: one it passes through unchanged "
+        "is the client's to forge.",
     )
     argon2_time_cost: int = Field(3, ge=1, description="argon2id iterations (RFC 9106 profile 2).")
     argon2_memory_kib: int = Field(
@@ -181,6 +181,12 @@ class ControlApiSettings(BaseSettings):
                 parse_network(item)
             except ValueError as exc:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+        return value
+
+    @field_validator("client_ip_headers")
+    @classmethod
+    def _known_headers(cls, value: list[str]) -> list[str]:
+        check_headers(value)  # names are matched case-insensitively; kept as written
         return value
 
     @classmethod

@@ -22,9 +22,9 @@ from aiohttp import web
 from yarl import URL
 
 from activelead import snippet_http as snippet_routes
+from activelead.clientip import ClientIpResolver, joined_lowered
 from activelead.tally import flushed_every
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, joined_lowered
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.fastpath import BAD_GATEWAY, BROKE_OFF, GATEWAY_TIMEOUT
 from proxy.forward import downstream_headers, upstream_headers
@@ -385,7 +385,9 @@ def _client(request: web.Request) -> Client:
     resolver = request.app[ROUTING].resolver
     peer = request.remote or ""
     if not resolver.peer_trusted(peer):
-        return Client(peer, False, peer)  # nobody in front of us: the peer is the visitor
+        # Nobody in front of us: the peer is the visitor, written as the resolver writes
+        # addresses (IPv4-mapped IPv6 as IPv4).
+        return Client(peer, False, resolver.resolve(peer, {}))
     return Client(peer, True, resolver.resolve(peer, _lowered(request)))
 
 

@@ -30,8 +30,8 @@ from typing import cast
 import httptools
 from yarl import URL
 
+from activelead.clientip import ClientIpResolver, joined_lowered
 from proxy import metrics, render
-from proxy.clientip import ClientIpResolver, joined_lowered
 from proxy.forward import forward_pairs, response_pairs
 from proxy.origins import Framing, OriginAddress, OriginConnection, OriginPool, RawPairs
 from proxy.protocol import TIMEOUT_RESPONSE
@@ -165,6 +165,7 @@ class FastFront(asyncio.Protocol):
         self.fast = fast
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.peer_ip = ""  # the peer as the resolver writes it: the visitor, unless trusted
         self.secure = False
         self.buf = bytearray()
         self.exchange: Exchange | None = None
@@ -185,6 +186,7 @@ class FastFront(asyncio.Protocol):
         self.secure = transport.get_extra_info("sslcontext") is not None
         resolver = self.fast.resolver
         self.trusted = resolver.peer_trusted(self.peer)
+        self.peer_ip = resolver.resolve(self.peer, {})
         self.timer = self.fast.loop.call_later(self.fast.header_timeout_s, self._idle_timeout)
         self.fast.connections.add(self)
 
@@ -390,7 +392,7 @@ class Exchange:
         metrics.request(site.id, self.method)
         incoming = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
         trusted = front.trusted
-        client_ip = front.peer
+        client_ip = front.peer_ip
         if trusted:
             client_ip = fast.resolver.resolve(front.peer, joined_lowered(incoming))
         pairs = forward_pairs(

@@ -17,8 +17,8 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
+from activelead.clientip import ClientIpResolver
 from proxy import render
-from proxy.clientip import ClientIpResolver
 from proxy.events import LogReporter, Spool, SpoolReporter
 from proxy.settings import ProxySettings, Site, compile_sites, load_settings
 from proxy.stages import Stage, build_pipeline, run_pipeline

@@ -8,7 +8,6 @@ lookup tables and compiled patterns so that nothing is parsed per request.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from activelead.clientip import check_headers, parse_network
 from proxy.tokens import TOKEN_FIELD
 from rules.challenge import FIELD as SNIPPET_FIELD
 from rules.challenge import normalise_origin
@@ -408,8 +408,11 @@ class ProxyConfig(_Strict):
         "are believed.",
     )
     client_ip_headers: list[str] = Field(
-        default_factory=lambda: ["cf-connecting-ip", "x-forwarded-for", "x-real-ip", "forwarded"],
-        description="Headers read (in this order) from trusted proxies for the client IP.",
+        default_factory=lambda: ["x-forwarded-for"],
+        description="Headers read (in this order, the first present deciding) from trusted "
+        "proxies for the client IP: x-forwarded-for, forwarded, x-real-ip, cf-connecting-ip, "
+        "true-client-ip. List only headers every trusted proxy sets or overwrites; one it passes "
+        "through is the visitor's to forge.",
     )
     max_field_bytes: int = Field(
         default=8190, ge=1024, le=65536, description="Longest request line or header field."
@@ -480,7 +483,7 @@ class ProxyConfig(_Strict):
     def _cidrs(cls, v: list[str]) -> list[str]:
         for i, cidr in enumerate(v):
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                parse_network(cidr)
             except ValueError as exc:
                 raise ValueError(f"item {i}: {exc}") from None
         return v
@@ -488,12 +491,7 @@ class ProxyConfig(_Strict):
     @field_validator("client_ip_headers")
     @classmethod
     def _known_headers(cls, v: list[str]) -> list[str]:
-        known = {"cf-connecting-ip", "x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip"}
-        out = [h.lower() for h in v]
-        bad = [h for h in out if h not in known]
-        if bad:
-            raise ValueError(f"unknown header {bad[0]!r}; known: {sorted(known)}")
-        return out
+        return check_headers(v)
 
 
 class RedisRef(BaseModel):
