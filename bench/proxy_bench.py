@@ -1,6 +1,6 @@
 """Benchmark: nginx vs mitmproxy vs `activelead proxy` in front of one origin, on 127.0.0.1.
 
-    .venv/bin/python bench/proxy_bench.py [--duration 8] [--connections 32] [--pairs 3]
+    .venv/bin/python bench/proxy_bench.py [--duration 8] [--connections 32] [--pairs 5]
 
 Starts an origin (an nginx that answers every request itself, so it is never the bottleneck),
 nginx as a reverse proxy (1 worker), mitmdump in reverse mode, a bare aiohttp proxy (the floor:
@@ -9,9 +9,9 @@ each with `wrk`; the latency that scoring adds is measured at a fixed half-satur
 (bench/fixedrate.py, open loop). Proxy processes are pinned to the CPUs
 given by --proxy-cpus and wrk + origin to --load-cpus, so load generator and proxy share the
 machine the same way for every contender. Prints requests/s, p50/p99 and ratios. The scored vs
-pass-through comparisons are also run `--pairs` times in turn and summarised by medians (by
-req/s and by the proxy's CPU time per request, from /proc): on a shared VM one run of each kind
-can land in different weather. Not a test: figures, no assertions.
+pass-through comparisons (and nginx's GETs against ours) are also run `--pairs` times in turn
+and summarised by medians (by req/s and, for the posts, by the proxy's CPU time per request,
+from /proc): on a shared VM one run of each kind can land in different weather. Not a test: figures, no assertions.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def main() -> int:
     ap.add_argument("--proxy-cpus", default="0", help="CPUs for the proxy under test")
     ap.add_argument("--load-cpus", default="1", help="CPUs for wrk and the origin")
     ap.add_argument("--skip-mitm", action="store_true")
-    ap.add_argument("--pairs", type=int, default=3,
+    ap.add_argument("--pairs", type=int, default=5,
                     help="pass-through and scored POST runs alternated this many times: the "
                          "ratio as the median of adjacent pairs, by req/s and by CPU/request")
     args = ap.parse_args()
@@ -228,6 +228,7 @@ def main() -> int:
     mem: dict[str, float] = {}
     halves: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # one row per round
     pairs: list[tuple[float, float, float, float]] = []  # rps and CPU us/req: pass, scored
+    get_pairs: list[tuple[float, float]] = []  # GET req/s: nginx, activelead (1 worker)
     try:
         origin_port, redis_port = start_origin_and_redis(procs, work, args.load_cpus)
 
@@ -257,7 +258,7 @@ def main() -> int:
         wait_for_port(nginx_port, timeout_s=30.0)
         run("nginx (1 worker) GET", nginx_port, "/", False)
         run("nginx (1 worker) POST", nginx_port, "/contact", True)
-        procs.stop(p)
+        nginx_proc = p  # kept (idle) for the GET pairs below
 
         if not args.skip_mitm:
             mitm_port = free_port()
@@ -346,6 +347,16 @@ def main() -> int:
                     print(f"  {label} POST pass-through / scored pair  {row[0]:>6.0f} / "
                           f"{row[2]:.0f} req/s, CPU {row[1]:.0f} / {row[3]:.0f} us per request",
                           flush=True)
+                # Likewise nginx's GETs and ours, in turn (each idle while the other runs).
+                for _ in range(args.pairs):
+                    theirs = wrk(f"http://127.0.0.1:{nginx_port}/", args.load_cpus,
+                                 args.duration, args.connections, False, "site.test", work)[0]
+                    ours = wrk(url + "/", args.load_cpus, args.duration, args.connections,
+                               False, "site.test", work)[0]
+                    get_pairs.append((theirs, ours))
+                    print(f"  nginx / {label} GET pair  {theirs:>6.0f} / {ours:.0f} req/s",
+                          flush=True)
+                procs.stop(nginx_proc)
                 mem[label] = rss_mb(p.pid)
             procs.stop(p)
     finally:
@@ -364,6 +375,10 @@ def main() -> int:
     print(f"  activelead 2 workers / 1 worker (GET)         {ratio('activelead (2 workers) GET pass-through', f'{a1} GET pass-through')}")
     print(f"  scored POST / pass-through POST               {ratio(f'{a1} POST scored (rules + Redis)', f'{a1} POST pass-through')}")
     print(f"  scored POST, new visitors / pass-through POST {ratio(f'{a1} POST scored, new visitors', f'{a1} POST pass-through')}")
+    if get_pairs:
+        by_rps = statistics.median(ours / theirs for theirs, ours in get_pairs)
+        print(f"  activelead GET / nginx GET, median of {len(get_pairs)} alternating pairs: "
+              f"{by_rps:.3f}")
     if pairs:
         by_rps = statistics.median(scored / passed for passed, _, scored, _ in pairs)
         by_cpu = statistics.median(passed / scored for _, passed, _, scored in pairs)
