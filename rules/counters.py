@@ -189,7 +189,10 @@ class RedisCounters:
     busy form) is therefore answered without any round trip, missing at most the hits other
     workers made since that sync. A cold key (first seen, or quiet for longer) waits for one
     sync, started at once and shared by every request of the event-loop tick, so a visitor's
-    first post is counted against what every other proxy saw. Token replay (`once`) is never
+    first post is counted against what every other proxy saw. A busy key whose hits are in a
+    sync still on its way stays answered locally past `fresh_s` (up to the sync's own timeout,
+    which decides whether Redis is down): one slow round trip must not turn every busy key
+    cold and queue each post behind it. Token replay (`once`) is never
     written behind: single use must hold across workers.
     """
 
@@ -220,6 +223,7 @@ class RedisCounters:
         self._retry_after_s = retry_after_s
         self._sync_interval_s = sync_interval_s
         self._fresh_s = fresh_s
+        self._in_flight_s = fresh_s + timeout_s * 2  # freshness of a key whose sync is under way
         self._time = clock
         self._buckets: Bounded[BucketId, Bucket] = Bounded(max_keys)
         self._dirty: dict[BucketId, None] = {}  # buckets with pending hits (an ordered set)
@@ -250,6 +254,7 @@ class RedisCounters:
         buckets = self._buckets
         dirty = self._dirty
         fresh_s = self._fresh_s
+        in_flight_s = self._in_flight_s
         seconds = int(now)  # int(now) // window == int(now // window), at a quarter of the cost
         held: list[BucketId] = []
         cold = False
@@ -263,7 +268,8 @@ class RedisCounters:
             buckets[bucket_id] = (base, inflight, pending + 1, synced_at)
             if not pending:  # pending hits mean it is in `dirty` already
                 dirty[bucket_id] = None
-            cold = cold or mono - synced_at > fresh_s
+            age = mono - synced_at
+            cold = cold or (age > fresh_s and not (inflight and age <= in_flight_s))
         if self._ticker is None:
             self._start_ticker()
         if not cold or stale_ok:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 
 import pytest
@@ -122,6 +124,29 @@ async def test_redis_stale_ok_never_waits_yet_reaches_redis(redis_own: RedisServ
     finally:
         await a.close()
         await probe.aclose()
+
+
+async def test_redis_busy_keys_do_not_queue_behind_a_slow_sync(redis_own: RedisServer) -> None:
+    """A Redis round trip slower than `fresh_s` (a stalled server) must not make every busy key
+    cold, each post then waiting for it: a key whose hits are in flight is answered locally,
+    while a key never seen still waits for what Redis knows."""
+    assert redis_own.proc is not None
+    c = RedisCounters(redis_own.url, prefix="b:", sync_interval_s=0.05, fresh_s=0.1,
+                      timeout_s=1.0)
+    try:
+        assert await c.hit([("busy", 60)]) == [1]  # cold: waits for one sync
+        os.kill(redis_own.proc.pid, signal.SIGSTOP)
+        try:
+            assert await c.hit([("busy", 60)]) == [2]  # fresh; the next tick's sync now hangs
+            await asyncio.sleep(0.3)  # well past fresh_s, that sync still under way
+            assert await asyncio.wait_for(c.hit([("busy", 60)]), 0.1) == [3]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(c.hit([("never-seen", 60)]), 0.1)
+        finally:
+            os.kill(redis_own.proc.pid, signal.SIGCONT)
+        assert not c.degraded  # the stall was shorter than the sync's timeout
+    finally:
+        await c.close()
 
 
 async def test_redis_write_behind_reaches_other_workers(redis_own: RedisServer) -> None:
