@@ -236,6 +236,24 @@ def test_spool_recovers_open_segments_after_a_crash(tmp_path: Path) -> None:
     assert [e["traceId"] for e in Spool.read(ready[0])] == ["t0", "t1", "t2"]
 
 
+def test_spool_depth_counts_each_sealed_segment_once_and_follows_the_directory(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_events=3)
+    for i in range(7):  # two sealed segments of 3, one open event
+        spool.append({"traceId": f"t{i}"})
+    assert spool.depth() == 7
+    assert len(spool.ready_names()) == 2 and spool.ready_names() == sorted(spool.ready_names())
+    first, second = spool.ready()
+    first.unlink()  # shipped
+    assert spool.depth() == 4
+    (tmp_path / "b_0_torn.ready").write_bytes(b'{"traceId":"x"}\n{"traceId":')  # a torn tail
+    (tmp_path / "notes.txt").write_bytes(b"not a segment\n")
+    assert spool.depth() == 6
+    assert [p.name for p in spool.ready()] == ["b_0_torn.ready", second.name]
+    second.write_bytes(b"")  # never happens to a sealed segment: counted once, as it was
+    assert spool.depth() == 6
+
+
 def test_worker_zero_adopts_segments_of_retired_workers(tmp_path: Path) -> None:
     old = Spool(tmp_path / "w5", max_events=10)
     old.append({"traceId": "t-old"})  # worker 5 died (or workers went from 6 to 2)
