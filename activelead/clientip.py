@@ -129,26 +129,26 @@ class ClientIpResolver:
         seen[raw] = found
         return found
 
-    def peer_trusted(self, peer: str) -> bool:
-        """Whether the socket peer is one of the trusted proxies."""
+    def peer(self, peer: str) -> tuple[str, bool]:
+        """The socket peer written as addresses are answered (IPv4-mapped IPv6 as IPv4; no
+        address, e.g. a Unix socket's, as is), and whether it is a trusted proxy: one lookup
+        for the caller that needs both."""
         found = self._seen.get(peer, _MISS)
         if found is _MISS:
-            if not self._trusted or not peer:
-                return False
             found = self._lookup(peer)
-        return found is not None and found[1]
+        return (peer, False) if found is None else found
+
+    def peer_trusted(self, peer: str) -> bool:
+        """Whether the socket peer is one of the trusted proxies."""
+        return self.peer(peer)[1]
 
     def resolve(self, peer: str | None, headers: Mapping[str, str]) -> str:
         """The visitor's address; `headers` maps lower-case names to values (repeated headers
         joined with ', ', see `joined_lowered`). No peer address (a Unix socket): the peer as is."""
+        address, trusted = self.peer(peer or "")
+        if not trusted:
+            return address
         seen = self._seen
-        found = seen.get(peer, _MISS) if peer else None
-        if found is _MISS:
-            found = self._lookup(peer or "")
-        if found is None:
-            return peer or ""
-        if not found[1]:
-            return found[0]
         for name in self._headers:
             raw = headers.get(name)
             if raw is None:
@@ -160,7 +160,7 @@ class ClientIpResolver:
                 hops = _forwarded_for(raw)
             else:  # one address; sent twice it reads "a, b", which is not one
                 hops = (raw,)
-            origin = found[0]
+            origin = address
             for item in reversed(hops):
                 hop = seen.get(item, _MISS)
                 if hop is _MISS:
@@ -169,9 +169,9 @@ class ClientIpResolver:
                     # A trusted hop would have written an address: the chain is broken here and
                     # nothing left of it can be believed, nor a later header (the first present
                     # decides).
-                    return found[0]
+                    return address
                 if not hop[1]:
                     return hop[0]
                 origin = hop[0]
             return origin  # every hop is ours (an internal caller): the left-most is the origin
-        return found[0]
+        return address

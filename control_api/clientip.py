@@ -15,8 +15,9 @@ def client_ip(request: web.Request) -> str:
     ip = request.get(CLIENT_IP)
     if ip is None:
         resolver = request.app[SERVICES].client_ips
-        peer = request.remote
-        # Headers are read only from a trusted proxy: don't gather them for anyone else.
-        headers = joined_lowered(request.headers.items()) if resolver.peer_trusted(peer or "") else {}
-        ip = request[CLIENT_IP] = resolver.resolve(peer, headers)
+        peer = request.remote or ""
+        ip, trusted = resolver.peer(peer)
+        if trusted:  # headers are read only from a trusted proxy: gathered for no one else
+            ip = resolver.resolve(peer, joined_lowered(request.headers.items()))
+        request[CLIENT_IP] = ip
     return ip

@@ -384,10 +384,9 @@ class Client:
 def _client(request: web.Request) -> Client:
     resolver = request.app[ROUTING].resolver
     peer = request.remote or ""
-    if not resolver.peer_trusted(peer):
-        # Nobody in front of us: the peer is the visitor, written as the resolver writes
-        # addresses (IPv4-mapped IPv6 as IPv4).
-        return Client(peer, False, resolver.resolve(peer, {}))
+    address, trusted = resolver.peer(peer)
+    if not trusted:
+        return Client(peer, False, address)  # nobody in front of us: the peer is the visitor
     return Client(peer, True, resolver.resolve(peer, _lowered(request)))
 
 

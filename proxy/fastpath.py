@@ -184,9 +184,7 @@ class FastFront(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.secure = transport.get_extra_info("sslcontext") is not None
-        resolver = self.fast.resolver
-        self.trusted = resolver.peer_trusted(self.peer)
-        self.peer_ip = resolver.resolve(self.peer, {})
+        self.peer_ip, self.trusted = self.fast.resolver.peer(self.peer)
         self.timer = self.fast.loop.call_later(self.fast.header_timeout_s, self._idle_timeout)
         self.fast.connections.add(self)
 

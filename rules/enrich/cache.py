@@ -32,4 +32,3 @@ def as_facts(rows: Callable[..., tuple[Any, ...]], kind: type[Facts]) -> Callabl
         return make(rows(*args))
 
     return facts
-
