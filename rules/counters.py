@@ -60,13 +60,14 @@ class Bounded(Generic[K, V]):
     counters, then had to forget them all.)
     """
 
-    __slots__ = ("_dying", "_half", "_old", "_young")
+    __slots__ = ("_dying", "_half", "_old", "_young", "turns")
 
     def __init__(self, max_items: int) -> None:
         self._half = max(1, max_items // 2)
         self._young: dict[K, V] = {}
         self._old: dict[K, V] = {}
         self._dying: dict[K, V] = {}
+        self.turns = 0  # generations turned over so far
 
     def get(self, key: K) -> V | None:
         value = self._young.get(key)
@@ -82,6 +83,7 @@ class Bounded(Generic[K, V]):
             # The generation before is empty by now: half a generation of writes, 4 freed each.
             self._dying, self._old, self._young = self._old, young, {}
             young = self._young
+            self.turns += 1
         young[key] = value
         dying = self._dying
         if dying:
@@ -250,30 +252,42 @@ class RedisCounters:
                   timeout_s: float | None = None) -> list[float]:
         now = self._time()
         mono = time.monotonic()
-        down = mono < self._down_until  # self.degraded, without a second clock read
+        if mono < self._down_until:  # self.degraded, without a second clock read
+            return self._hit_local(keys, now)
         buckets = self._buckets
+        get = buckets.get
         dirty = self._dirty
-        fresh_s = self._fresh_s
-        in_flight_s = self._in_flight_s
+        # A key is cold when its last sync is older than fresh_s, unless hits of it are in a
+        # sync under way that is younger than _in_flight_s (compared as times: no subtraction)
+        fresh_since = mono - self._fresh_s
+        in_flight_since = mono - self._in_flight_s
         seconds = int(now)  # int(now) // window == int(now // window), at a quarter of the cost
         held: list[BucketId] = []
+        counts: list[float] = []
         cold = False
+        turns = buckets.turns
+        # One pass counts, marks and answers (what _counts does for waiters after a sync): this
+        # runs two or three times for every scored post.
         for key, window in keys:
-            bucket_id = (key, window, seconds // window)
-            base, inflight, pending, synced_at = buckets.get(bucket_id) or NEW_BUCKET
-            held.append(bucket_id)
-            if down:  # counted here only; Redis learns nothing of an outage's hits
-                buckets[bucket_id] = (base + 1, inflight, pending, synced_at)
-                continue
+            number = seconds // window
+            bucket_id = (key, window, number)
+            base, inflight, pending, synced_at = get(bucket_id) or NEW_BUCKET
             buckets[bucket_id] = (base, inflight, pending + 1, synced_at)
             if not pending:  # pending hits mean it is in `dirty` already
                 dirty[bucket_id] = None
-            age = mono - synced_at
-            cold = cold or (age > fresh_s and not (inflight and age <= in_flight_s))
+            if synced_at < fresh_since and not (inflight and synced_at >= in_flight_since):
+                cold = True
+            held.append(bucket_id)
+            current = base + inflight + pending + 1
+            prev = get((key, window, number - 1))
+            counts.append(current + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window)
+                          if prev else float(current))
+        if buckets.turns != turns:  # a bucket of this call may be gone: answer what is held
+            counts = self._counts(held, now)
         if self._ticker is None:
             self._start_ticker()
         if not cold or stale_ok:
-            return self._counts(held, now)
+            return counts
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         self._waiters.append((held, now, future))
         if self._sync_soon is None:
@@ -281,6 +295,20 @@ class RedisCounters:
         if timeout_s is None:
             return await future
         return await asyncio.wait_for(future, timeout_s)  # the sync skips a cancelled waiter
+
+    def _hit_local(self, keys: Sequence[CounterKey], now: float) -> list[float]:
+        """While Redis is down: counted here only; Redis learns nothing of an outage's hits."""
+        buckets = self._buckets
+        seconds = int(now)
+        held: list[BucketId] = []
+        for key, window in keys:
+            bucket_id = (key, window, seconds // window)
+            base, inflight, pending, synced_at = buckets.get(bucket_id) or NEW_BUCKET
+            buckets[bucket_id] = (base + 1, inflight, pending, synced_at)
+            held.append(bucket_id)
+        if self._ticker is None:
+            self._start_ticker()
+        return self._counts(held, now)
 
     def _counts(self, held: Sequence[BucketId], now: float) -> list[float]:
         buckets = self._buckets
