@@ -33,7 +33,7 @@ SCORED = "activelead_scored"
 
 
 class ActiveleadMitm:
-    """mitmproxy addon: match -> read -> token -> score -> act -> record on each request."""
+    """mitmproxy addon: match -> read -> count -> token -> score -> act -> record on each request."""
 
     def __init__(self) -> None:
         self.settings: ProxySettings | None = None
@@ -74,7 +74,6 @@ class ActiveleadMitm:
 
     async def running(self) -> None:
         from rules.engine import Engine
-        from rules.scorer import Scorer
 
         assert self.settings is not None and self.signer is not None
         pc = self.settings.proxy
@@ -94,7 +93,7 @@ class ActiveleadMitm:
         await self.reporter.start()
         engine = Engine.from_config(self.settings.scoring)
         self.stages = build_pipeline(
-            signer=self.signer, counters=self.counters, scorer=Scorer(engine, self.counters),
+            signer=self.signer, counters=self.counters, engine=engine,
             reporter=self.reporter, token_ttl_s=pc.token_ttl_s, challenges=self.challenges,
         )
 

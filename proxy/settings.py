@@ -68,7 +68,8 @@ class Timeouts(_Strict):
 
 
 class RateLimit(_Strict):
-    """A hard cap on posts from one client IP to one form, checked before the body is read."""
+    """A hard cap on posts from one client IP to one form, checked before anything is scored
+    (in the same counters call as the velocity rules)."""
 
     requests: int = Field(
         default=30,

@@ -1,6 +1,6 @@
 """The protected-form pipeline: small stages over one shared Flow, in one declared order.
 
-match -> limit -> read -> token -> score -> act -> stepup -> record. A stage that decides (a Respond
+match -> read -> count -> token -> score -> act -> stepup -> record. A stage that decides (a Respond
 outcome, or pass-through) short-circuits the rest, except stages marked `always` (record).
 """
 
@@ -11,8 +11,8 @@ from typing import Protocol
 
 from proxy import metrics
 from proxy.stages.act import Act
-from proxy.stages.flow import Flow, ScorerLike
-from proxy.stages.limit import Limit
+from proxy.stages.count import Count
+from proxy.stages.flow import Flow
 from proxy.stages.match import Match, ProjectLookup
 from proxy.stages.read import Read
 from proxy.stages.record import Record, Reporter
@@ -22,6 +22,7 @@ from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
 from rules.challenge import ChallengeSigner
 from rules.counters import Counters
+from rules.engine import Engine
 
 
 class Stage(Protocol):
@@ -31,18 +32,18 @@ class Stage(Protocol):
 
 
 def build_pipeline(
-    *, signer: TokenSigner, counters: Counters, scorer: ScorerLike, reporter: Reporter,
+    *, signer: TokenSigner, counters: Counters, engine: Engine, reporter: Reporter,
     token_ttl_s: int, challenges: ChallengeSigner | None = None,
     project_for: ProjectLookup | None = None, step_up_script: str | None = None,
 ) -> list[Stage]:
     """The one place the order of stages is written down. `step_up_script`: URL of the built
     step-up script; without it review-band form posts from pages are forwarded, not held."""
     return [
-        Match(project_for),
-        Limit(counters),
+        Match(engine, project_for),
         Read(),
+        Count(counters),
         Token(signer, counters, token_ttl_s, challenges),
-        Score(scorer),
+        Score(),
         Act(),
         StepUp(challenges, step_up_script),
         Record(reporter),

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from proxy.formbody import ParsedBody
 from proxy.remote_config import ProjectConfig
 from proxy.settings import Form, Site
 from proxy.tokens import TokenCheck
 from rules.challenge import SnippetCheck
-from rules.config import Thresholds
 from rules.engine import Engine
 from rules.model import Submission, Verdict
 
@@ -31,15 +30,6 @@ class BodyTooLarge(Exception):
 
 class BodyTimeout(Exception):
     """The client did not send the body in time (408)."""
-
-
-class ScorerLike(Protocol):
-    """What the score stage needs: rules.Scorer, or anything with its `score` coroutine."""
-
-    async def score(
-        self, submission: Submission, thresholds: Thresholds | None = None,
-        engine: Engine | None = None, *, timeout_s: float | None = None,
-    ) -> Verdict: ...
 
 
 @dataclass(slots=True)
@@ -79,11 +69,14 @@ class Flow:
     submission: Submission | None = None
     token: TokenCheck | None = None  # the render token
     snippet: SnippetCheck | None = None  # the snippet's challenge token
+    velocity: dict[str, float] | None = None  # velocity dimension -> count (count stage)
+    counted: str = ""  # how counting went: ok | degraded | error | timeout
     verdict: Verdict | None = None
     action: str = ""  # forwarded | blocked | would_block | error_forwarded | step_up
     outcome: Respond | Forward | None = None
     passthrough: bool = False  # not a protected request: stream it untouched
     project: ProjectConfig | None = None  # pulled from the control API, when connected
+    engine: Engine | None = None  # the project's engine, else the proxy's (set by match)
     mode: str = ""  # the effective mode: the form's own, else the project's, else the site's
     extra: dict[str, Any] = field(default_factory=dict)
 

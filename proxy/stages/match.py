@@ -7,6 +7,7 @@ from collections.abc import Callable
 from proxy.remote_config import ProjectConfig
 from proxy.settings import Site
 from proxy.stages.flow import Flow
+from rules.engine import Engine
 
 ProjectLookup = Callable[[Site], ProjectConfig | None]
 
@@ -16,11 +17,13 @@ class Match:
 
     Also resolves the project config pulled from the control API (if connected): the project's
     mode applies to forms that do not set their own, so the dashboard can switch a site between
-    enforce and monitor without touching the proxy's file."""
+    enforce and monitor without touching the proxy's file, and the project's engine (its
+    rules, weights and velocity windows) scores its forms."""
 
     always = False
 
-    def __init__(self, project_for: ProjectLookup | None = None) -> None:
+    def __init__(self, engine: Engine, project_for: ProjectLookup | None = None) -> None:
+        self._engine = engine
         self._project_for = project_for
 
     async def __call__(self, flow: Flow) -> None:
@@ -35,3 +38,4 @@ class Match:
             flow.passthrough = True
             return
         flow.form, flow.project, flow.mode = form, project, mode
+        flow.engine = project.engine if project else self._engine

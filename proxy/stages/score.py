@@ -1,4 +1,4 @@
-"""Score stage: asks the engine for a verdict, within the form's time budget."""
+"""Score stage: the engine's verdict on the submission, with the counts the count stage made."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import time
 
 from proxy import metrics
-from proxy.stages.flow import Flow, ScorerLike
+from proxy.stages.flow import Flow
 from rules.model import Verdict, new_trace_id
 
 log = logging.getLogger("activelead.proxy.score")
@@ -27,31 +27,30 @@ def degraded_verdict(blocked: bool, started: float) -> Verdict:
 
 
 class Score:
-    """On failure or timeout applies the form's on_error policy; never raises to the edge."""
+    """On failure (or counters past the form's time budget) applies the form's on_error
+    policy; never raises to the edge. The engine is pure CPU: nothing here waits."""
 
     always = False
 
-    def __init__(self, scorer: ScorerLike) -> None:
-        self._scorer = scorer
-
     async def __call__(self, flow: Flow) -> None:
-        assert flow.form is not None and flow.submission is not None
-        cfg = flow.form.config
+        form, sub, engine = flow.form, flow.submission, flow.engine
+        assert form is not None and sub is not None and engine is not None
+        cfg = form.config
         started = time.perf_counter()
+        counted = flow.counted
         try:
+            if counted == "timeout":
+                raise TimeoutError(f"counters took longer than {cfg.score_timeout_s} s")
             project = flow.project
-            # The budget bounds the one wait in scoring, the counters' (a timer around the
-            # whole call would cost every post ~8 us for a wait most posts never make).
-            flow.verdict = await self._scorer.score(
-                flow.submission,
+            flow.verdict = engine.score(
+                sub, flow.velocity,
                 thresholds=cfg.thresholds or (project.thresholds if project else None),
-                engine=project.engine if project else None,
-                timeout_s=cfg.score_timeout_s,
+                degraded=counted in ("degraded", "error"),
             )
         except Exception as exc:  # any scoring failure: the form's policy, never a 500
             reason = "timeout" if isinstance(exc, TimeoutError) else "error"
             log.error("scoring failed for %s/%s (%s: %s); on_error=%s", flow.site.id,
-                      flow.form.id, reason, exc, cfg.on_error)
+                      form.id, reason, exc, cfg.on_error)
             metrics.DEGRADED.labels(reason).inc()
             flow.verdict = degraded_verdict(cfg.on_error == "block", started)
             flow.extra["score_failed"] = True

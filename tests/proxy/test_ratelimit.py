@@ -1,4 +1,4 @@
-"""Per-IP rate limits on protected forms: 429 + Retry-After before the body is read, nothing
+"""Per-IP rate limits on protected forms: 429 + Retry-After before anything is scored, nothing
 scored or recorded, per client IP and per form, shared through Redis by several proxies."""
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 from proxy.events import LogReporter
 from proxy.stages import build_pipeline, run_pipeline
 from proxy.stages.act import Act
+from proxy.stages.count import Count
 from proxy.stages.flow import Respond
-from proxy.stages.limit import Limit
 from proxy.stages.match import Match
 from proxy.stages.read import Read
 from proxy.stages.record import Record, utc_ms
@@ -18,9 +18,9 @@ from proxy.stages.score import Score
 from proxy.stages.stepup import StepUp
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
-from rules import Engine, Scorer
+from rules import Engine
 from rules.counters import MemoryCounters
-from tests.proxy.stages.conftest import make_flow
+from tests.proxy.stages.conftest import make_flow, make_site
 
 
 class Collect(LogReporter):
@@ -34,12 +34,12 @@ class Collect(LogReporter):
 def pipeline(engine: Engine, reporter: Collect) -> list[Any]:
     counters = MemoryCounters()
     return build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=counters,
-                          scorer=Scorer(engine, counters), reporter=reporter, token_ttl_s=60)
+                          engine=engine, reporter=reporter, token_ttl_s=60)
 
 
 def test_order_is_declared_once(engine: Engine) -> None:
     kinds = [type(s) for s in pipeline(engine, Collect())]
-    assert kinds == [Match, Limit, Read, Token, Score, Act, StepUp, Record]
+    assert kinds == [Match, Read, Count, Token, Score, Act, StepUp, Record]
 
 
 async def test_unprotected_path_is_passthrough(engine: Engine) -> None:
@@ -63,6 +63,41 @@ async def test_full_run_records_one_event(engine: Engine) -> None:
     assert flow.verdict is not None and flow.submission is not None
     assert flow.submission.signals.token_state == "missing"
     assert [e["action"] for e in reporter.events] == [flow.action]
+
+
+class CountingCalls(MemoryCounters):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    async def hit(self, keys: Any, *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> list[float]:
+        self.calls.append([key for key, _ in keys])
+        return await super().hit(keys, stale_ok=stale_ok, timeout_s=timeout_s)
+
+
+async def test_one_counters_call_per_post_carries_velocity_and_the_rate_limit(
+    engine: Engine,
+) -> None:
+    """The count stage makes the post's only counters call (with Redis each call costs its own
+    Python and may wait for a sync): velocity dimensions and the form's cap together. Its counts
+    reach the verdict, and over the cap the post is refused before it is scored."""
+    counters = CountingCalls()
+    reporter = Collect()
+    site = make_site(mode="enforce", forms=[
+        {"id": "contact", "path": "/contact", "rate_limit": {"requests": 2, "window_s": 60}}])
+    stages = build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=counters,
+                            engine=engine, reporter=reporter, token_ttl_s=60)
+    flows = [await run_pipeline(stages, make_flow(site=site)) for _ in range(3)]
+    assert len(counters.calls) == 3
+    assert all(len(keys) == len(set(keys)) for keys in counters.calls)
+    assert [k.split(":")[1] for k in counters.calls[0]] == ["ip", "net", "em", "form", "shop"]
+    assert counters.calls[0][-1] == "rl:shop:contact:81.2.69.160"
+    assert flows[1].velocity is not None and flows[1].velocity["ip"] == 2.0
+    assert flows[1].verdict is not None and flows[1].counted == "ok"
+    refused = flows[2]
+    assert isinstance(refused.outcome, Respond) and refused.outcome.status == 429
+    assert refused.verdict is None and len(reporter.events) == 2
 
 
 def test_event_time_matches_datetime_to_the_millisecond() -> None:
