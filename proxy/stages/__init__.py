@@ -12,7 +12,7 @@ from typing import Protocol
 from proxy import metrics
 from proxy.stages.act import Act
 from proxy.stages.count import Count
-from proxy.stages.flow import Flow
+from proxy.stages.flow import Flow, Respond
 from proxy.stages.match import Match, ProjectLookup
 from proxy.stages.read import Read
 from proxy.stages.record import Record, Reporter
@@ -52,11 +52,14 @@ def build_pipeline(
 
 async def run_pipeline(stages: list[Stage], flow: Flow) -> Flow:
     started = time.perf_counter()
-    for stage in stages:
-        if flow.decided and not stage.always:
-            continue
+    remaining = iter(stages)
+    for stage in remaining:
         await stage(flow)
         if flow.passthrough:
             return flow
+        if type(flow.outcome) is Respond:  # decided: only the stages that always run
+            for later in remaining:
+                if later.always:
+                    await later(flow)
     metrics.TALLY.observe(metrics.SCORING_LATENCY, time.perf_counter() - started)
     return flow

@@ -83,7 +83,3 @@ class Flow:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
-
-    @property
-    def decided(self) -> bool:
-        return self.passthrough or isinstance(self.outcome, Respond)
