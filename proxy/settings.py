@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -633,10 +633,10 @@ class Form:
     mode: Mode
     on_review: Literal["forward", "step_up"] = "forward"
     honeypots: tuple[str, ...] = ()  # the site's rendered honeypot first, then the form's own
+    id: str = field(init=False)  # config.id, copied: read several times per protected post
 
-    @property
-    def id(self) -> str:
-        return self.config.id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.config.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,10 +652,10 @@ class Site:
     # scored as the visitor's and never passed on to the origin.
     own_fields: frozenset[str]
     render_enabled: bool  # render protection on: enabled, the site not off, forms to protect
+    id: str = field(init=False)  # config.id, copied: read several times per request
 
-    @property
-    def id(self) -> str:
-        return self.config.id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.config.id)
 
     @property
     def snippet_src(self) -> str | None:
