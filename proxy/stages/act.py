@@ -27,7 +27,7 @@ class Act:
         form, verdict, sub = flow.form, flow.verdict, flow.submission
         assert form is not None and verdict is not None and sub is not None
         cfg = form.config
-        failed = bool(flow.extra.get("score_failed"))
+        failed = flow.score_failed
         # A post to a form the proxy renders without any genuine token comes from a client that
         # never loaded the page: blocked whatever the score, unless the form opts out. Expired
         # (a tab left open) and replayed (a double submit) tokens are left to the score.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from proxy.formbody import ParsedBody
 from proxy.remote_config import ProjectConfig
@@ -78,7 +77,7 @@ class Flow:
     project: ProjectConfig | None = None  # pulled from the control API, when connected
     engine: Engine | None = None  # the project's engine, else the proxy's (set by match)
     mode: str = ""  # the effective mode: the form's own, else the project's, else the site's
-    extra: dict[str, Any] = field(default_factory=dict)
+    score_failed: bool = False  # the form's on_error policy decided (stored, never charged)
 
     @property
     def content_type(self) -> str:

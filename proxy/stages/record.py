@@ -48,7 +48,7 @@ def make_event(flow: Flow) -> dict[str, Any]:
         "verdict": verdict.to_json(),
         "isTest": sub.is_test,
         # False when scoring failed and on_error decided: stored upstream, never charged
-        "scored": not flow.extra.get("score_failed", False),
+        "scored": not flow.score_failed,
     }
 
 

@@ -53,7 +53,7 @@ class Score:
                       form.id, reason, exc, cfg.on_error)
             metrics.DEGRADED.labels(reason).inc()
             flow.verdict = degraded_verdict(cfg.on_error == "block", started)
-            flow.extra["score_failed"] = True
+            flow.score_failed = True
             return
         if flow.verdict.degraded:
             metrics.DEGRADED.labels("counters").inc()

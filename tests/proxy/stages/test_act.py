@@ -53,6 +53,6 @@ async def test_score_failure_policy(on_error: str, action: str, kind: Any) -> No
     flow.form = site.forms[0]
     flow.submission = Submission()
     flow.verdict = make_verdict(degraded=True, labels=["degraded"])
-    flow.extra["score_failed"] = True
+    flow.score_failed = True
     await Act()(flow)
     assert flow.action == action and isinstance(flow.outcome, kind)
