@@ -170,7 +170,7 @@ class FormConfig(_Strict):
     rate_limit: RateLimit = Field(
         default_factory=lambda: RateLimit.model_validate({}),
         description="Per-IP hard limit. In enforce mode a post over it gets 429 with "
-        "Retry-After before its body is read: not scored, not charged, no event (counted in "
+        "Retry-After before it is scored: not charged, no event (counted in "
         "`activelead_proxy_rate_limited_total`). In monitor mode it is counted and forwarded.",
     )
 
