@@ -39,6 +39,18 @@ def test_parse_errors(body: bytes, ctype: str) -> None:
         parse(ctype, body)
 
 
+@pytest.mark.parametrize("charset_field", [b"_charset_", b"%5Fcharset%5F"])
+def test_urlencoded_charset_field_names_the_encoding(charset_field: bytes) -> None:
+    """HTML's `_charset_` field (filled in by the browser) says how the rest was encoded."""
+    body = b"name=J%F6rg&" + charset_field + b"=windows-1252&note=%80+5"
+    assert parse(URLENC, body).fields == {"name": "Jörg", "_charset_": "windows-1252",
+                                          "note": "€ 5"}
+    with pytest.raises(BodyError, match=r"a field is not valid utf-8 \(byte 1\)"):
+        parse(URLENC, b"name=J%F6rg")  # without it: UTF-8, and the error says where
+    with pytest.raises(BodyError, match="a field name is not valid utf-8"):
+        parse(URLENC, b"n%F6=1")
+
+
 def test_percent_decoding_matches_urllib() -> None:
     """The C-speed decoder (escapes rewritten for codecs.escape_decode) against urllib's, on
     what trips such rewrites: stray and truncated "%", backslashes, "\\x", mixed-case hex."""
