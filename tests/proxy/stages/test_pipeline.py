@@ -100,6 +100,29 @@ async def test_one_counters_call_per_post_carries_velocity_and_the_rate_limit(
     assert refused.verdict is None and len(reporter.events) == 2
 
 
+class BrokenCounters(MemoryCounters):
+    async def hit(self, keys: Any, *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> list[float]:
+        raise ConnectionError("counters store gone")
+
+
+async def test_a_failing_counters_store_scores_without_velocity(engine: Engine) -> None:
+    """A counting failure never stops a person's post: scored without velocity, labelled
+    `degraded`, recorded; the cap is not checked (nothing to check it against)."""
+    reporter = Collect()
+    site = make_site(mode="enforce", forms=[
+        {"id": "contact", "path": "/contact", "rate_limit": {"requests": 1, "window_s": 60}}])
+    stages = build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=BrokenCounters(),
+                            engine=engine, reporter=reporter, token_ttl_s=60)
+    flows = [await run_pipeline(stages, make_flow(site=site)) for _ in range(2)]
+    for flow in flows:
+        assert flow.counted == "error" and flow.velocity is None and not flow.score_failed
+        assert flow.verdict is not None and flow.verdict.degraded
+        assert "degraded" in flow.verdict.labels
+        assert not (isinstance(flow.outcome, Respond) and flow.outcome.status == 429)
+    assert len(reporter.events) == 2
+
+
 def test_event_time_matches_datetime_to_the_millisecond() -> None:
     """utc_ms formats the second once and adds the milliseconds: the same text as datetime's
     isoformat, rounding at the microsecond included (x.9999996 is the next second)."""
