@@ -31,7 +31,7 @@ from proxy.events import Spool, SpoolReporter
 from proxy.settings import load_settings
 from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.flow import Flow
-from rules import Engine
+from rules import Engine, Scorer
 from rules.counters import RedisCounters
 from tests.services import free_port
 
@@ -83,7 +83,7 @@ async def bench(redis_port: int, work: Path, posts: int, evict_mb: int) -> None:
                              fsync_interval_s=1.0, flush_interval_s=3600.0, timeout_s=1.0,
                              max_backoff_s=1.0)
     stages = build_pipeline(signer=routing.signer, counters=counters,
-                            engine=engine, reporter=reporter, token_ttl_s=3600,
+                            scorer=Scorer(engine, counters), reporter=reporter, token_ttl_s=3600,
                             challenges=routing.challenges)
     lowered = joined_lowered(HEADERS)
 

@@ -38,6 +38,7 @@ from proxy.tokens import TokenSigner, load_or_create_secret
 from rules.challenge import ChallengeSigner, StepUp, challenge_secret
 from rules.counters import Counters, MemoryCounters, RedisCounters
 from rules.engine import Engine
+from rules.scorer import Scorer
 
 log = logging.getLogger("activelead.proxy")
 
@@ -238,7 +239,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PIPELINE] = build_pipeline(
         signer=app[ROUTING].signer,
         counters=app[COUNTERS],
-        engine=app[ENGINE],
+        scorer=Scorer(app[ENGINE], app[COUNTERS]),
         reporter=app[REPORTER],
         token_ttl_s=app[SETTINGS].proxy.token_ttl_s,
         challenges=app[ROUTING].challenges,

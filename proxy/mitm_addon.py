@@ -74,6 +74,7 @@ class ActiveleadMitm:
 
     async def running(self) -> None:
         from rules.engine import Engine
+        from rules.scorer import Scorer
 
         assert self.settings is not None and self.signer is not None
         pc = self.settings.proxy
@@ -93,7 +94,7 @@ class ActiveleadMitm:
         await self.reporter.start()
         engine = Engine.from_config(self.settings.scoring)
         self.stages = build_pipeline(
-            signer=self.signer, counters=self.counters, engine=engine,
+            signer=self.signer, counters=self.counters, scorer=Scorer(engine, self.counters),
             reporter=self.reporter, token_ttl_s=pc.token_ttl_s, challenges=self.challenges,
         )
 

@@ -280,8 +280,7 @@ class RedisCounters:
             held.append(bucket_id)
             current = base + inflight + pending + 1
             prev = get((key, window, number - 1))
-            counts.append(current + (prev[0] + prev[1] + prev[2]) * (1.0 - (now % window) / window)
-                          if prev else float(current))
+            counts.append(_sliding(now, window, current, prev[0] + prev[1] + prev[2] if prev else 0))
         if buckets.turns != turns:  # a bucket of this call may be gone: answer what is held
             counts = self._counts(held, now)
         if self._ticker is None:

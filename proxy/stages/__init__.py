@@ -22,7 +22,7 @@ from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
 from rules.challenge import ChallengeSigner
 from rules.counters import Counters
-from rules.engine import Engine
+from rules.scorer import Scorer
 
 
 class Stage(Protocol):
@@ -32,16 +32,16 @@ class Stage(Protocol):
 
 
 def build_pipeline(
-    *, signer: TokenSigner, counters: Counters, engine: Engine, reporter: Reporter,
+    *, signer: TokenSigner, counters: Counters, scorer: Scorer, reporter: Reporter,
     token_ttl_s: int, challenges: ChallengeSigner | None = None,
     project_for: ProjectLookup | None = None, step_up_script: str | None = None,
 ) -> list[Stage]:
     """The one place the order of stages is written down. `step_up_script`: URL of the built
     step-up script; without it review-band form posts from pages are forwarded, not held."""
     return [
-        Match(engine, project_for),
+        Match(scorer.engine, project_for),
         Read(),
-        Count(counters),
+        Count(scorer),
         Token(signer, counters, token_ttl_s, challenges),
         Score(),
         Act(),

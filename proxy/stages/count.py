@@ -10,15 +10,12 @@ still costs no scoring, origin capacity or credits.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
 from proxy import metrics
 from proxy.stages.flow import Flow, Respond
-from rules.counters import Counters
-
-log = logging.getLogger("activelead.proxy.count")
+from rules.scorer import Scorer
 
 
 class Count:
@@ -30,37 +27,25 @@ class Count:
 
     always = False
 
-    def __init__(self, counters: Counters) -> None:
-        self._counters = counters
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
 
     async def __call__(self, flow: Flow) -> None:
-        form, sub, engine = flow.form, flow.submission, flow.engine
-        assert form is not None and sub is not None and engine is not None
+        form, sub = flow.form, flow.submission
+        assert form is not None and sub is not None
         cfg = form.config
         cap = cfg.rate_limit
-        # Test submissions must not push real visitors over a velocity limit; a flood of them
-        # is still a flood, so the cap counts them.
-        names, keys = ((), ()) if sub.is_test else engine.velocity_plan(sub)
-        if cap.requests:
-            keys = (*keys, (f"rl:{flow.site.id}:{form.id}:{flow.client_ip}", cap.window_s))
-        if not keys:
-            flow.counted = "ok"
-            return
+        # A flood of test submissions is still a flood: the cap counts them (velocity does not)
+        extra = [(f"rl:{flow.site.id}:{form.id}:{flow.client_ip}", cap.window_s)] if cap.requests else []
         try:
-            counts = await self._counters.hit(keys, timeout_s=cfg.score_timeout_s)
+            counted = await self._scorer.count(sub, flow.engine, extra,
+                                               timeout_s=cfg.score_timeout_s)
         except TimeoutError:
             flow.counted = "timeout"  # the score stage applies on_error; the cap is not checked
             return
-        except Exception as exc:  # a counting failure must never stop a person's post
-            log.warning("counters failed for %s/%s (%s); scoring without velocity",
-                        flow.site.id, form.id, type(exc).__name__)
-            flow.counted = "error"
-            return
-        flow.counted = "degraded" if self._counters.degraded else "ok"
-        # The cap's count comes last and is left out. (A keyword argument takes zip() off its
-        # fast path: strict=False cost 0.5 us here.)
-        flow.velocity = dict(zip(names, counts))  # noqa: B905
-        if cap.requests and counts[-1] > cap.requests:
+        flow.counted = counted.state
+        flow.velocity = counted.velocity
+        if counted.extra and counted.extra[0] > cap.requests:
             self._over(flow, cap.requests, cap.window_s)
 
     @staticmethod

@@ -18,7 +18,7 @@ from proxy.stages.score import Score
 from proxy.stages.stepup import StepUp
 from proxy.stages.token import Token
 from proxy.tokens import TokenSigner
-from rules import Engine
+from rules import Engine, Scorer
 from rules.counters import MemoryCounters
 from tests.proxy.stages.conftest import make_flow, make_site
 
@@ -34,7 +34,7 @@ class Collect(LogReporter):
 def pipeline(engine: Engine, reporter: Collect) -> list[Any]:
     counters = MemoryCounters()
     return build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=counters,
-                          engine=engine, reporter=reporter, token_ttl_s=60)
+                          scorer=Scorer(engine, counters), reporter=reporter, token_ttl_s=60)
 
 
 def test_order_is_declared_once(engine: Engine) -> None:
@@ -87,7 +87,7 @@ async def test_one_counters_call_per_post_carries_velocity_and_the_rate_limit(
     site = make_site(mode="enforce", forms=[
         {"id": "contact", "path": "/contact", "rate_limit": {"requests": 2, "window_s": 60}}])
     stages = build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=counters,
-                            engine=engine, reporter=reporter, token_ttl_s=60)
+                            scorer=Scorer(engine, counters), reporter=reporter, token_ttl_s=60)
     flows = [await run_pipeline(stages, make_flow(site=site)) for _ in range(3)]
     assert len(counters.calls) == 3
     assert all(len(keys) == len(set(keys)) for keys in counters.calls)
@@ -112,8 +112,9 @@ async def test_a_failing_counters_store_scores_without_velocity(engine: Engine) 
     reporter = Collect()
     site = make_site(mode="enforce", forms=[
         {"id": "contact", "path": "/contact", "rate_limit": {"requests": 1, "window_s": 60}}])
-    stages = build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=BrokenCounters(),
-                            engine=engine, reporter=reporter, token_ttl_s=60)
+    broken = BrokenCounters()
+    stages = build_pipeline(signer=TokenSigner("k" * 20, [], 60), counters=broken,
+                            scorer=Scorer(engine, broken), reporter=reporter, token_ttl_s=60)
     flows = [await run_pipeline(stages, make_flow(site=site)) for _ in range(2)]
     for flow in flows:
         assert flow.counted == "error" and flow.velocity is None and not flow.score_failed
