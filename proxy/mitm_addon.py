@@ -8,6 +8,7 @@ lives here. mitmproxy buffers bodies itself, so `read_body` only enforces the li
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ from rules.counters import Counters, MemoryCounters, RedisCounters
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SCORED = "activelead_scored"
+
+log = logging.getLogger("activelead.proxy")
 
 
 class ActiveleadMitm:
@@ -152,23 +155,29 @@ class ActiveleadMitm:
             if site.config.result_headers_on_response:
                 resp.headers.update(scored)
             return
-        if (
-            not site.render_enabled or flow.request.method != "GET" or resp.status_code != 200
-            or self.signer is None
-            or not render.wants_render(resp.headers.get("content-type", ""),
-                                       resp.headers.get("content-encoding", ""))
+        if self.signer is None or not render.renderable(  # mitmproxy's headers: any case
+            site, flow.request.method, resp.status_code, resp.headers
         ):
             return
-        page = resp.get_content(strict=False) or b""
-        if len(page) > site.config.render.max_html_bytes:
+        # The same checks and bounded decoding as the aiohttp proxy (no-transform, ranges,
+        # size, decompression bombs), on the body as the origin encoded it.
+        try:
+            page = render.protect_page(
+                resp.raw_content or b"", resp.headers.get("content-encoding", "").lower(),
+                site=site, signer=self.signer, page_path=flow.request.path.split("?", 1)[0],
+            )
+        except render.RenderError as exc:
+            log.warning("page of %s left unprotected: %s", site.id, exc)
             return
-        new, count = render.inject(page, site=site, signer=self.signer,
-                                   page_path=flow.request.path.split("?", 1)[0],
-                                   snippet_src=site.config.render.snippet_src,
-                                   snippet_site=site.config.snippet.site_key)
-        if count:
-            resp.content = new  # re-encoded with the response's Content-Encoding
-            resp.headers["Cache-Control"] = NO_STORE
+        if page is not None:
+            resp.raw_content = page
+            if "transfer-encoding" not in resp.headers:
+                resp.headers["content-length"] = str(len(page))
+            etag = render.rendered_etag(resp.headers.get("etag"))
+            if etag:
+                resp.headers["etag"] = etag
+            resp.headers.pop("content-md5", None)
+            resp.headers["Cache-Control"] = NO_STORE  # each visitor gets own token
 
 
 addons = [ActiveleadMitm()]

@@ -44,20 +44,47 @@ class RenderError(Exception):
     """The body could not be decoded as its Content-Encoding says; it is passed on unchanged."""
 
 
-def decode(body: bytes, coding: str) -> bytes:
+def decode(body: bytes, coding: str, limit: int) -> bytes | None:
+    """The page `body` decodes to, or None when that is more than `limit` bytes. Never inflates
+    past the limit: 2 MiB of gzip can hold 2 GB of spaces (a decompression bomb, or merely a
+    huge page), and a page that size is passed on as it came. RenderError when the body does
+    not decode as its coding says (corrupt or cut short)."""
     try:
         if coding in ("gzip", "x-gzip"):
-            return gzip.decompress(body)
+            return _inflate(body, 16 + zlib.MAX_WBITS, limit)
         if coding == "deflate":
             try:
-                return zlib.decompress(body)
+                return _inflate(body, zlib.MAX_WBITS, limit)
             except zlib.error:  # some servers send raw deflate without the zlib wrapper
-                return zlib.decompress(body, -zlib.MAX_WBITS)
+                return _inflate(body, -zlib.MAX_WBITS, limit)
         if coding == "br" and _brotli is not None:
-            return bytes(_brotli.decompress(body))
-    except (OSError, EOFError, zlib.error, Exception) as exc:
+            unbrotli = _brotli.Decompressor()
+            page = bytes(unbrotli.process(body, output_buffer_limit=limit + 1))
+            if len(page) > limit:
+                return None
+            if not unbrotli.is_finished():
+                raise RenderError("cannot decode br body: cut short")
+            return page
+    except RenderError:
+        raise
+    except Exception as exc:  # zlib.error, brotli.error: whatever the codec says is broken
         raise RenderError(f"cannot decode {coding} body: {exc}") from exc
-    return body
+    return body if len(body) <= limit else None
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
+    """zlib, raw deflate or gzip (all members) of `data`, or None past `limit` bytes."""
+    out = bytearray()
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit:
+            return None
+        if not inflater.eof:
+            raise RenderError("cannot decode body: cut short")
+        data = inflater.unused_data
+        if wbits < 16 + zlib.MAX_WBITS or not data.startswith(b"\x1f\x8b"):
+            return bytes(out)  # anything after the (last) member is ignored, as gzip does
 
 
 def encode(body: bytes, coding: str) -> bytes:
@@ -153,8 +180,8 @@ def protect_page(body: bytes, coding: str, *, site: Site, signer: TokenSigner,
                  page_path: str) -> bytes | None:
     """The whole (possibly compressed) page with its protected forms marked, or None when
     nothing was added. RenderError when the body does not decode as its coding says."""
-    page = decode(body, coding)
-    if len(page) > site.config.render.max_html_bytes:
+    page = decode(body, coding, site.config.render.max_html_bytes)
+    if page is None:
         return None
     page, count = inject(
         page, site=site, signer=signer, page_path=page_path, snippet_src=site.snippet_src,

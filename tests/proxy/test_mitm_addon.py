@@ -58,16 +58,23 @@ async def test_mitmdump_reverse_mode_runs_the_stages(origin: TestServer, tmp_pat
                 "shop", "/contact", HP, now_ms=int(time.time() * 1000) - 9000)
             async with s.post(f"{base}/contact", data={
                 "email": "jane.doe@example.org", TOKEN_FIELD: tok, HP: ""},
-                headers={**hdrs, "X-Activelead-Score": "0"}) as r:
+                headers={**hdrs, "X-Activelead-Score": "99"}) as r:
                 assert r.status == 200
                 echo = await r.json()
             sent = dict(echo["headers"])
             assert sent["X-Activelead-Decision"] == "allowed"
+            scores = [v for k, v in echo["headers"] if k.lower() == "x-activelead-score"]
+            assert len(scores) == 1 and scores != ["99"]  # the visitor's own value was dropped
             assert echo["body"] == "email=jane.doe%40example.org"
             async with s.get(f"{base}/html", headers=hdrs) as r:
                 page = await r.text()
             assert re.search(rf'name="{TOKEN_FIELD}" value="v1\.', page)
             assert f'name="{HP}"' in page
+            async with s.get(f"{base}/html?coding=gzip", headers=hdrs) as r:
+                assert r.headers["Content-Encoding"] == "gzip"  # re-encoded as the origin sent it
+                assert r.headers["ETag"] == 'W/"v1"'  # weakened: the bytes differ per visitor
+                assert r.headers["Cache-Control"] == "no-store, private"
+                assert f'name="{TOKEN_FIELD}"' in await r.text()
     finally:
         proc.terminate()
         try:

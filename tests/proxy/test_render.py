@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import re
 import time
+import tracemalloc
 import zlib
 
 import aiohttp
 import brotli
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
@@ -98,6 +100,79 @@ async def test_large_page_passed_unchanged(origin: TestServer, make_proxy: MakeP
     _, _, body = await get(proxy, "/html")
     assert TOKEN_FIELD.encode() not in body
     assert body.decode() == origin.app[PAGE][0]
+
+
+def _bomb(coding: str, mib: int) -> bytes:
+    """A small page that inflates to `mib` MiB of spaces after its form."""
+    head, block = b"<html><body><form method=post action=/contact></form>", b" " * (1 << 20)
+    if coding == "br":
+        packer = brotli.Compressor(quality=1)
+        return b"".join([packer.process(head), *(packer.process(block) for _ in range(mib)),
+                         packer.finish()])
+    zipper = zlib.compressobj(1, zlib.DEFLATED, 31 if coding == "gzip" else 15)
+    return b"".join([zipper.compress(head), *(zipper.compress(block) for _ in range(mib)),
+                     zipper.flush()])
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_decoding_stops_at_the_limit(coding: str) -> None:
+    """A decompression bomb is never inflated past max_html_bytes: the page is left alone."""
+    bomb = _bomb(coding, 64)
+    assert len(bomb) < 1 << 20
+    tracemalloc.start()
+    try:
+        assert render.decode(bomb, coding, 1 << 20) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # what inflating it whole took: 64 MiB and more
+    page = b"<p>" + b"x" * 997
+    packed = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[coding](page)
+    assert render.decode(packed, coding, 1000) == page  # exactly the limit still decodes
+    assert render.decode(packed, coding, 999) is None
+    with pytest.raises(render.RenderError, match="cut short"):
+        render.decode(packed[: len(packed) // 2], coding, 1000)
+    with pytest.raises(render.RenderError):
+        render.decode(b"not compressed at all", coding, 1000)
+
+
+def test_decoding_reads_every_gzip_member_and_raw_deflate() -> None:
+    assert render.decode(gzip.compress(b"<p>a") + gzip.compress(b"b</p>"), "gzip", 100) == (
+        b"<p>ab</p>")
+    raw = zlib.compressobj(5, zlib.DEFLATED, -15)
+    assert render.decode(raw.compress(b"<p>raw</p>") + raw.flush(), "deflate", 100) == b"<p>raw</p>"
+    assert render.decode(b"<p>plain</p>", "", 100) == b"<p>plain</p>"
+    assert render.decode(b"<p>plain</p>", "", 5) is None
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_compressed_bomb_from_the_origin_is_passed_on_unchanged(
+    make_proxy: MakeProxy, fast_path: bool
+) -> None:
+    bomb = _bomb("gzip", 256)  # 256 MiB decoded; max_html_bytes is 2 MiB
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(body=bomb, content_type="text/html",
+                            headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/bomb", page)
+    origin = TestServer(app, host="127.0.0.1")
+    await origin.start_server()
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
+        tracemalloc.start()  # proxy, origin and client share this process
+        try:
+            status, headers, body = await get(proxy, "/bomb")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        await origin.close()
+    assert peak < 32 << 20  # inflating it whole to look for forms took 256 MiB
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert body == bomb  # as the origin sent it: not inflated, not rendered
 
 
 def test_inject_unit_cases() -> None:
