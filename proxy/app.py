@@ -73,6 +73,9 @@ REMOTE: web.AppKey[RemoteConfig | None] = web.AppKey("remote_config")
 STEP_UP_SCRIPT: web.AppKey[str | None] = web.AppKey("step_up_script")
 
 
+BODY_STALLED = "Request Timeout: the request body stopped arriving."
+
+
 class ProxyError(Exception):
     """A request the proxy answers itself with a small plain page (4xx/5xx)."""
 
@@ -84,6 +87,8 @@ class ProxyError(Exception):
     def response(self) -> web.Response:
         resp = web.Response(status=self.status, text=self.message + "\n", content_type="text/plain")
         resp.headers["Cache-Control"] = NO_STORE
+        if self.status == 408:
+            resp.force_close()  # the rest of the body is unread; the connection is spent
         return resp
 
 
@@ -401,21 +406,46 @@ def _lowered(request: web.Request) -> dict[str, str]:
 
 
 class _LimitedBody:
-    """Streams the visitor's body to the origin, failing once it passes the site's limit."""
+    """Streams the visitor's body to the origin, failing once it passes the site's limit.
+
+    A long upload is not held to `total_s`: every chunk moved on pushes the deadline to `read_s`
+    from now (silence on either side: the visitor sending nothing, or the origin taking
+    nothing), and the last one gives the origin `total_s` to answer. Whether the wait was for
+    the visitor tells a 408 from a 504."""
 
     def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
         self.content = content
         self.limit = limit
         self.exceeded = False
+        self.waiting_for_visitor = False
+        self._deadline: asyncio.Timeout | None = None
+        self._idle_s = self._answer_s = 0.0
+
+    def bound(self, deadline: asyncio.Timeout, idle_s: float, answer_s: float) -> None:
+        self._deadline, self._idle_s, self._answer_s = deadline, idle_s, answer_s
+
+    def _push(self, seconds: float) -> None:
+        if self._deadline is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + seconds)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in self.content.iter_chunked(CHUNK):
+        chunks = self.content.iter_chunked(CHUNK).__aiter__()
+        while True:
+            self.waiting_for_visitor = True
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                self.waiting_for_visitor = False
             seen += len(chunk)
             if self.limit and seen > self.limit:
                 self.exceeded = True
                 raise BodyTooLarge(self.limit)
+            self._push(self._idle_s)
             yield chunk
+        self._push(self._answer_s)
 
 
 async def _forward(
@@ -451,7 +481,9 @@ async def _forward(
     started = time.perf_counter()
     session = request.app[UPSTREAM]
     try:
-        async with asyncio.timeout(t.total_s):
+        async with asyncio.timeout(t.total_s) as deadline:
+            if limited is not None:
+                limited.bound(deadline, t.read_s, t.total_s)
             upstream = await session.request(
                 request.method, URL(cfg.origin + _target(request), encoded=True),
                 headers=headers, data=data, allow_redirects=False,
@@ -462,6 +494,9 @@ async def _forward(
     except (TimeoutError, aiohttp.ServerTimeoutError):
         if limited is not None and limited.exceeded:
             raise _too_large(site.max_body_bytes) from None
+        if limited is not None and limited.waiting_for_visitor:
+            log.info("visitor's body stalled: %s %s %s", site.id, request.method, request.path)
+            raise ProxyError(408, BODY_STALLED) from None
         metrics.UPSTREAM_ERRORS.labels(site.id, "timeout").inc()
         log.warning("origin of %s timed out: %s %s", site.id, request.method, request.path)
         raise ProxyError(504, GATEWAY_TIMEOUT) from None

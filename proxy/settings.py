@@ -57,13 +57,16 @@ class Timeouts(_Strict):
         default=60.0,
         gt=0,
         le=3600,
-        description="Longest silence between two reads from the origin.",
+        description="Longest silence between two reads from the origin; while a request body "
+        "streams, longest time without a chunk moving on (a visitor who stops sending gets 408, "
+        "an origin that stops taking it 504).",
     )
     total_s: float = Field(
         default=60.0,
         gt=0,
         le=3600,
-        description="From sending the request until the origin's response headers arrive.",
+        description="From sending the request (the end of its body, when one streams) until "
+        "the origin's response headers arrive; a long upload is bounded by `read_s` instead.",
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -137,6 +139,56 @@ async def test_chunked_upload_streams(origin: TestServer, make_proxy: MakeProxy)
     assert echo["length"] == 64 * 256 * 1024
     assert echo["sha256"] == digest.hexdigest()
     assert header_values(echo, "Transfer-Encoding") == ["chunked"]
+
+
+async def _chunked_put(port: int, pieces: list[bytes], gap_s: float, answer_within_s: float,
+                       finish: bool = True) -> tuple[bytes, float]:
+    """PUT `pieces` as chunks `gap_s` apart (and the last chunk, if `finish`), then wait for the
+    answer; (answer, seconds from the last byte sent to the answer's first)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"PUT /upload HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n")
+        for piece in pieces:
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(gap_s)
+        if finish:
+            writer.write(b"0\r\n\r\n")
+        sent = time.monotonic()
+        async with asyncio.timeout(answer_within_s):
+            head = await reader.readuntil(b"\r\n\r\n")
+        waited = time.monotonic() - sent
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        async with asyncio.timeout(5):  # (a stalled visitor's connection lingers: not awaited)
+            return head + await reader.readexactly(length), waited
+    finally:
+        writer.close()
+
+
+async def test_slow_upload_is_not_cut_by_total_s(origin: TestServer, make_proxy: MakeProxy) -> None:
+    """total_s bounds the origin's answer, not the visitor's upload: 3 s of trickle, total_s 0.5."""
+    proxy = await make_proxy(
+        [site_config(str(origin.make_url("")), timeouts={"total_s": 0.5, "read_s": 1.0})]
+    )
+    pieces = [bytes([i]) * 1000 for i in range(10)]
+    resp, _ = await _chunked_put(proxy.port, pieces, 0.3, answer_within_s=5)
+    assert status_of(resp) == 200
+    echo = echoed(resp.split(b"\r\n\r\n", 1)[1])
+    assert echo["sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+async def test_stalled_upload_is_408_after_read_s(origin: TestServer, make_proxy: MakeProxy) -> None:
+    """A visitor who stops sending mid-body gets 408 (not the origin's 504) after read_s."""
+    proxy = await make_proxy(
+        [site_config(str(origin.make_url("")), timeouts={"total_s": 30, "read_s": 0.5})]
+    )
+    resp, waited = await _chunked_put(proxy.port, [b"a" * 1000, b"b" * 1000], 0.05,
+                                      answer_within_s=3, finish=False)
+    assert status_of(resp) == 408
+    assert b"the request body stopped arriving" in resp
+    assert waited < 2
+    assert origin.app[SEEN] == []  # the origin's handler never got a complete body
 
 
 async def test_large_download_streams(origin: TestServer, make_proxy: MakeProxy) -> None:
