@@ -537,9 +537,7 @@ async def _relay(
         try:
             body = await upstream.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            metrics.UPSTREAM_ERRORS.labels(site.id, "body").inc()
-            log.warning("origin of %s broke off mid-body: %s", site.id, type(exc).__name__)
-            raise ProxyError(502, BROKE_OFF) from None
+            raise _broke_off(site, exc) from None
         small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
         small.headers.extend((k, v) for k, v in headers.items() if k.lower() != "content-length")
         return small
@@ -548,14 +546,25 @@ async def _relay(
     await resp.prepare(request)
     if request.method == "HEAD":
         return resp
+    return await _stream_rest(request, site, upstream, resp)
+
+
+def _broke_off(site: Site, exc: BaseException) -> ProxyError:
+    log.warning("origin of %s broke off mid-body: %s", site.id, type(exc).__name__)
+    metrics.UPSTREAM_ERRORS.labels(site.id, "body").inc()
+    return ProxyError(502, BROKE_OFF)
+
+
+async def _stream_rest(request: web.Request, site: Site, upstream: aiohttp.ClientResponse,
+                       resp: web.StreamResponse) -> web.StreamResponse:
+    """The rest of the origin's body, as it comes, to a response already prepared."""
     try:
         async for chunk in upstream.content.iter_any():
             await resp.write(chunk)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Headers are gone already: the only honest signal left is to cut the connection, so
         # the visitor sees a truncated body instead of a complete-looking wrong one.
-        log.warning("origin of %s broke off mid-body: %s", site.id, type(exc).__name__)
-        metrics.UPSTREAM_ERRORS.labels(site.id, "body").inc()
+        _broke_off(site, exc)
         if request.transport is not None:
             request.transport.abort()
         return resp
@@ -566,14 +575,23 @@ async def _relay(
 async def _relay_rendered(
     request: web.Request, site: Site, upstream: aiohttp.ClientResponse, resp: web.StreamResponse
 ) -> web.StreamResponse:
-    limit = site.config.render.max_html_bytes
+    cfg = site.config.render
     buf = bytearray()
     complete = True
-    async for chunk in upstream.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:  # too big (or an endless stream): pass on what we have, unchanged
-            complete = False
-            break
+    hold = asyncio.timeout(cfg.max_hold_s)
+    try:
+        async with hold:
+            async for chunk in upstream.content.iter_any():
+                buf += chunk
+                if len(buf) > cfg.max_html_bytes:  # too big: pass on what we have, unchanged
+                    complete = False
+                    break
+    except TimeoutError as exc:
+        if not hold.expired():  # the origin fell silent for read_s; nothing was sent yet
+            raise _broke_off(site, exc) from None
+        complete = False  # still streaming (a progress page?): passed on as it comes
+    except (aiohttp.ClientError, OSError) as exc:
+        raise _broke_off(site, exc) from None
     body = bytes(buf)
     if complete:
         coding = upstream.headers.get("Content-Encoding", "").lower()
@@ -593,11 +611,10 @@ async def _relay_rendered(
         resp.content_length = len(body)
     await resp.prepare(request)
     await resp.write(body)
-    if not complete:
-        async for chunk in upstream.content.iter_any():
-            await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    if complete:
+        await resp.write_eof()
+        return resp
+    return await _stream_rest(request, site, upstream, resp)
 
 
 async def _protected(request: web.Request, site: Site, client: Client) -> web.StreamResponse:

@@ -378,6 +378,7 @@ class Exchange:
         self.render_pairs: list[tuple[str, str]] = []
         self.render_lowered: dict[str, str] = {}
         self.render_framing: Framing = "length"
+        self.render_until = 0.0  # loop time when a page still arriving is passed on unchanged
         self.out: list[bytes] = []  # written in one go per read from the origin (`flush`)
 
     # --- request ---
@@ -452,6 +453,12 @@ class Exchange:
         due = last + t.read_s
         if not self.head_done:
             due = min(due, self.started + t.total_s)
+        elif self.render_buf is not None:
+            if now >= self.render_until:  # still streaming (a progress page?): let it flow
+                self._flush_unrendered()
+                self.flush()
+            else:
+                due = min(due, self.render_until)
         if now >= due:
             if self.head_done:
                 self._broke_off("read timeout")
@@ -474,6 +481,10 @@ class Exchange:
             lowered = {n.lower(): v for n, v in pairs}
             if render.renderable(self.site, self.method, status, lowered):
                 self.render_buf = bytearray()  # the head goes out with the finished page
+                self.render_until = self.fast.loop.time() + self.site.config.render.max_hold_s
+                if self.timer is not None and self.timer.when() > self.render_until:
+                    self.timer.cancel()
+                    self.timer = self.fast.loop.call_at(self.render_until, self._check_timeout)
                 self.render_pairs = pairs
                 self.render_lowered = lowered
                 self.render_framing = framing

@@ -158,6 +158,8 @@ def renderable(site: Site, method: str, status: int, headers: Mapping[str, str])
         return False
     if "content-range" in headers or "no-transform" in headers.get("cache-control", "").lower():
         return False
+    if headers.get("x-accel-buffering", "").lower() == "no":  # the origin streams it (nginx's
+        return False                                          # convention): never held
     length = headers.get("content-length", "")
     if length.isdigit() and int(length) > site.config.render.max_html_bytes:
         return False

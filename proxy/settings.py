@@ -206,6 +206,14 @@ class RenderConfig(_Strict):
     max_html_bytes: int = Field(
         default=2 * MiB, ge=1024, description="Larger HTML pages (decoded) are passed on unchanged."
     )
+    max_hold_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Longest a page is held for rendering after its head arrived: HTML still "
+        "streaming then (a progress page, a long poll) is passed on unchanged from there. An "
+        "origin answering `X-Accel-Buffering: no` is never held.",
+    )
     snippet_src: str | None = Field(
         default=None,
         description="If set, a `<script src=... async>` with this URL is added before </body>.",

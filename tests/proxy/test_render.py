@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import re
 import time
@@ -173,6 +174,101 @@ async def test_compressed_bomb_from_the_origin_is_passed_on_unchanged(
     assert status == 200
     assert headers["Content-Encoding"] == "gzip"
     assert body == bomb  # as the origin sent it: not inflated, not rendered
+
+
+def _streaming_origin(pieces: int, gap_s: float, **headers: str) -> web.Application:
+    """An HTML page with a protected form, sent in `pieces` parts `gap_s` apart (chunked)."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html", **headers})
+        await resp.prepare(request)
+        await resp.write(b"<html><body><form method=post action=/contact></form>")
+        for i in range(pieces):
+            await asyncio.sleep(gap_s)
+            await resp.write(b"<p>line %d</p>" % i)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/stream", page)
+    return app
+
+
+async def _first_bytes_after(proxy: TestServer) -> tuple[float, bytes]:
+    """Seconds until the first body bytes arrive, and the whole body."""
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as s, s.get(
+        f"http://127.0.0.1:{proxy.port}/stream", headers=H
+    ) as r:
+        first = await r.content.readany()
+        took = time.monotonic() - started
+        return took, first + await r.read()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(("headers", "hold_s", "passed_on_within_s"), [
+    ({}, 0.5, 1.5),  # still streaming after max_hold_s: let go, unchanged
+    ({"X-Accel-Buffering": "no"}, 30, 0.4),  # the origin says it streams: never held
+])
+async def test_streaming_html_is_not_held(
+    make_proxy: MakeProxy, fast_path: bool, headers: dict[str, str], hold_s: float,
+    passed_on_within_s: float,
+) -> None:
+    origin = TestServer(_streaming_origin(12, 0.25, **headers), host="127.0.0.1")
+    await origin.start_server()
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")),
+                                              render={"max_hold_s": hold_s})], fast_path=fast_path)
+        took, body = await _first_bytes_after(proxy)
+    finally:
+        await origin.close()
+    assert took < passed_on_within_s  # the whole page takes 3 s
+    assert body.endswith(b"<p>line 11</p>")
+    assert TOKEN_FIELD.encode() not in body  # passed on as sent
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_page_that_arrives_within_max_hold_s_is_rendered(
+    make_proxy: MakeProxy, fast_path: bool
+) -> None:
+    origin = TestServer(_streaming_origin(3, 0.2), host="127.0.0.1")
+    await origin.start_server()
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")),
+                                              render={"max_hold_s": 5})], fast_path=fast_path)
+        took, body = await _first_bytes_after(proxy)
+    finally:
+        await origin.close()
+    assert took > 0.5  # held until the end
+    assert body.count(TOKEN_FIELD.encode()) == 1
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_page_cut_off_while_held_is_an_honest_502(
+    make_proxy: MakeProxy, fast_path: bool
+) -> None:
+    """Nothing went out while the page was held: the visitor gets a 502 page, not a 500 and not
+    a truncated page that looks whole."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        await resp.write(b"<html><body><form method=post action=/contact>")
+        assert request.transport is not None
+        request.transport.abort()  # no last chunk
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/cut", page)
+    origin = TestServer(app, host="127.0.0.1")
+    await origin.start_server()
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
+        status, _, body = await get(proxy, "/cut")
+    finally:
+        await origin.close()
+    assert status == 502
+    assert b"broke off its answer" in body
 
 
 def test_inject_unit_cases() -> None:
