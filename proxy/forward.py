@@ -13,10 +13,15 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade", "expect",
 })
-# Set by this proxy from what it saw; a visitor's own values are replaced or dropped.
+# Set by this proxy from what it saw; a visitor's own values are replaced or dropped. Only a
+# trusted proxy in front may send the rest: origins' frameworks read them as the client's
+# address, port or path (X-Original-URL rewrites the path in IIS and Symfony: an access-rule
+# bypass when a visitor can send it).
 FORWARDING = frozenset({
     "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
-    "cf-connecting-ip", "true-client-ip",
+    "cf-connecting-ip", "true-client-ip", "x-forwarded-port", "x-forwarded-server",
+    "x-forwarded-prefix", "x-forwarded-ssl", "x-client-ip", "x-cluster-client-ip",
+    "fastly-client-ip", "x-original-url", "x-rewrite-url", "x-original-forwarded-for",
 })
 
 
