@@ -93,13 +93,14 @@ class FieldMap(_Strict):
     )
     name: list[str] = Field(
         default_factory=lambda: ["name", "your-name", "full_name", "fullname"],
-        description="Field names holding the person's name (part of the mapping; no built-in "
-        "rule reads it yet).",
+        description="Field names holding the person's name: scored as free text (links, "
+        "markup, spam phrases) whatever their names look like.",
     )
     message: list[str] = Field(
         default_factory=lambda: ["message", "your-message", "comment", "body"],
-        description="Field names holding free text (part of the mapping; the engine finds "
-        "free text by field name itself).",
+        description="Field names holding free text: scored as such even where the name looks "
+        "like no text field (the engine's own guess: every field but e-mail, phone, URL, "
+        "password, token and `_`/`wp_` ones).",
     )
     lead_id: list[str] = Field(
         default_factory=list, description="Field names holding the site's own lead id."
@@ -645,9 +646,12 @@ class Form:
     on_review: Literal["forward", "step_up"] = "forward"
     honeypots: tuple[str, ...] = ()  # the site's rendered honeypot first, then the form's own
     id: str = field(init=False)  # config.id, copied: read several times per protected post
+    text_fields: frozenset[str] = field(init=False)  # the mapped name and message fields
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", self.config.id)
+        fields = self.config.fields
+        object.__setattr__(self, "text_fields", frozenset((*fields.name, *fields.message)))
 
 
 @dataclass(frozen=True, slots=True)

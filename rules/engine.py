@@ -336,11 +336,12 @@ class Engine:
     def _texts(self, sub: Submission) -> tuple[str, str]:
         prose_parts = []
         all_parts = [sub.email] if sub.email else []
+        text_fields = sub.text_fields
         for key, value in sub.fields.items():
             if not value:
                 continue
             all_parts.append(value)
-            if _is_prose_field(key) and value != sub.email:
+            if (_is_prose_field(key) or key in text_fields) and value != sub.email:
                 prose_parts.append(value)
         prose = "\n".join(prose_parts)[:MAX_TEXT_CHARS]
         everything = "\n".join(all_parts)[:MAX_TEXT_CHARS * 2]

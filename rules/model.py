@@ -98,6 +98,9 @@ class Submission:
     metadata: dict[str, Any] = field(default_factory=dict)
     signals: Signals = field(default_factory=Signals)
     is_test: bool = False
+    # Fields the site says hold free text (its name and message fields): scored as prose even
+    # where the name alone would not say so. Set by the proxy's field mapping.
+    text_fields: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, data: object) -> Submission:

@@ -61,4 +61,5 @@ class Read:
             referrer="",
             token=sent.get(TOKEN_FIELD, "")[:2048],
             signals=Signals(honeypot_filled=filled),
+            text_fields=form.text_fields,
         )

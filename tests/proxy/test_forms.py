@@ -120,6 +120,24 @@ async def test_json_body_is_scored_and_token_removed(
         "email": "jane.doe@example.org", "message": "hi there", "n": 3}
 
 
+@pytest.mark.parametrize("mapped", [True, False])
+async def test_mapped_message_field_is_scored_as_text(
+    origin: TestServer, make_proxy: MakeProxy, mapped: bool
+) -> None:
+    """A form builder's `_details` field looks like no text field by its name: mapped as the
+    message, its link spam is seen."""
+    form: dict[str, Any] = {"id": "contact", "path": "/contact"}
+    if mapped:
+        form["fields"] = {"message": ["_details"]}
+    proxy = await start(make_proxy, origin, mode="monitor", forms=[form])
+    spam = ("Cheap SEO services, buy backlinks now: http://seo.example/a http://seo.example/b "
+            "http://seo.example/c")
+    status, _, body = await post(proxy, "/contact", good_form(message="", _details=spam))
+    assert status == 200
+    labels = header_values(echoed(body), "X-Activelead-Labels")[0].split(",")
+    assert ("link_spam" in labels) is mapped
+
+
 async def test_spam_is_blocked_with_403_and_no_store(
     origin: TestServer, make_proxy: MakeProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
