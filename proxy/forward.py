@@ -52,14 +52,16 @@ def forward_pairs(
     host: str,
     upstream_host: str,
     extra: dict[str, str] | None = None,
+    hop_by_hop: frozenset[str] = HOP_BY_HOP,
 ) -> Pairs:
     """Headers for the origin: the visitor's, minus hop-by-hop and spoofable ones, plus ours.
 
-    Plain (name, value) pairs, so the aiohttp path and the fast path (proxy/fastpath.py) share
-    one set of rules."""
+    Plain (name, value) pairs, so the aiohttp path, the fast path (proxy/fastpath.py) and the
+    mitmproxy adapter share one set of rules. `hop_by_hop=frozenset()` leaves the connection's
+    own headers alone (mitmproxy manages those itself)."""
     lowered = [k.lower() for k, _ in incoming]
     drop = connection_tokens(v for k, (_, v) in zip(lowered, incoming, strict=True)
-                             if k == "connection") if "connection" in lowered else ()
+                             if k == "connection") if hop_by_hop and "connection" in lowered else ()
     out: Pairs = []
     kept: set[str] = set()
     chain: list[str] = []
@@ -67,7 +69,7 @@ def forward_pairs(
     replaced = {k.lower() for k in extra} if extra else ()
     for lname, (name, value) in zip(lowered, incoming, strict=True):
         if (
-            lname in HOP_BY_HOP
+            lname in hop_by_hop
             or lname in drop
             or lname == "host"
             or lname.startswith("x-activelead-")

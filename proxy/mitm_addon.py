@@ -21,6 +21,7 @@ from mitmproxy import ctx, http
 from activelead.clientip import ClientIpResolver
 from proxy import render
 from proxy.events import LogReporter, Spool, SpoolReporter
+from proxy.forward import forward_pairs
 from proxy.settings import ProxySettings, Site, compile_sites, load_settings
 from proxy.stages import Stage, build_pipeline, run_pipeline
 from proxy.stages.act import NO_STORE
@@ -109,14 +110,26 @@ class ActiveleadMitm:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        for name in [n for n in req.headers if n.lower().startswith("x-activelead-")]:
-            del req.headers[name]  # only this proxy may speak for Activelead
-        site = self.site
-        if site is None or not self.stages or req.method not in BODY_METHODS or not site.forms:
-            return
         assert self.resolver is not None
         headers = {k.lower(): ", ".join(req.headers.get_all(k)) for k in req.headers}
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        address, trusted = self.resolver.peer(peer)
+        client_ip = self.resolver.resolve(peer, headers) if trusted else address
+        # The forwarding headers as `activelead proxy` sends them (a visitor's X-Activelead-*
+        # and spoofed forwarding headers dropped); mitmproxy keeps the connection's own.
+        host = req.host_header or req.pretty_host
+        req.headers = http.Headers([
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in forward_pairs(
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields
+                 if k.lower() != b"host"],
+                peer=peer, peer_trusted=trusted, client_ip=client_ip,
+                scheme="https" if flow.client_conn.tls_established else "http",
+                host=host, upstream_host=host, hop_by_hop=frozenset(),
+            )
+        ])
+        site = self.site
+        if site is None or not self.stages or req.method not in BODY_METHODS or not site.forms:
+            return
         body = req.raw_content or b""
 
         async def read_body(limit: int) -> bytes:
@@ -126,8 +139,7 @@ class ActiveleadMitm:
 
         state = Flow(
             site=site, method=req.method, path=req.path.split("?", 1)[0], scheme=req.scheme,
-            host=req.host_header or req.pretty_host, client_ip=self.resolver.resolve(peer, headers),
-            headers=headers, read_body=read_body,
+            host=host, client_ip=client_ip, headers=headers, read_body=read_body,
         )
         await run_pipeline(self.stages, state)
         outcome = state.outcome
