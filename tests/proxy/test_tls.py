@@ -108,6 +108,32 @@ async def test_sni_picks_each_sites_certificate_and_reloads(
         assert after["serialNumber"] != before["serialNumber"]
 
 
+async def test_a_broken_new_certificate_keeps_the_loaded_one(
+    origin: TestServer, engine: Engine, ca: trustme.CA, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A half-written or wrong file (a renewal in progress) must not take the site down."""
+    settings = settings_for(tmp_path, str(origin.make_url("")), ca)
+    async with running(settings, engine) as ports:
+        _, before = await https_get(ports["https"], "a.test", ca)
+        cert_path = tmp_path / "certs" / "a.test.pem"
+        cert_path.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+        other_key = ca.issue_cert("a.test").private_key_pem  # a key that does not match
+        await asyncio.sleep(0.5)
+        data, still = await https_get(ports["https"], "a.test", ca)
+        assert status_of(data) == 200 and still["serialNumber"] == before["serialNumber"]
+        write_cert(ca, "a.test", tmp_path / "certs")
+        other_key.write_to_path(str(tmp_path / "certs" / "a.test.key"))
+        await asyncio.sleep(0.5)
+        data, still = await https_get(ports["https"], "a.test", ca)
+        assert status_of(data) == 200 and still["serialNumber"] == before["serialNumber"]
+        write_cert(ca, "a.test", tmp_path / "certs")  # the renewal finished
+        await asyncio.sleep(0.5)
+        _, after = await https_get(ports["https"], "a.test", ca)
+        assert after["serialNumber"] != before["serialNumber"]
+    assert any("keeping the loaded certificate" in r.getMessage() for r in caplog.records)
+
+
 async def test_plain_http_redirects_to_https(
     origin: TestServer, engine: Engine, ca: trustme.CA, tmp_path: Path
 ) -> None:
