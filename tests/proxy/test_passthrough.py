@@ -304,6 +304,49 @@ async def test_websocket_round_trip(origin: TestServer, make_proxy: MakeProxy) -
         assert (await ws.receive_bytes()) == b"\x03\x02\x01"
 
 
+async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy) -> None:
+    """Either side's close code reaches the other; an origin refusing the upgrade is a 502."""
+    from aiohttp import web
+
+    closed_by_visitor: list[int | None] = []
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        if request.query.get("refuse"):
+            return web.Response(status=403, text="no")
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        msg = await sock.receive()
+        if msg.type == aiohttp.WSMsgType.TEXT and msg.data == "bye":
+            await sock.close(code=4001, message=b"origin says bye")
+        else:
+            closed_by_visitor.append(sock.close_code)
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    origin = TestServer(app, host="127.0.0.1")
+    await origin.start_server()
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")))])
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(url(proxy, "/ws"), headers=H) as sock:
+                await sock.send_str("bye")
+                msg = await sock.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+            async with s.ws_connect(url(proxy, "/ws"), headers=H) as sock:
+                await sock.close(code=4002)
+            for _ in range(50):
+                if closed_by_visitor:
+                    break
+                await asyncio.sleep(0.05)
+            assert closed_by_visitor == [4002]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await s.ws_connect(url(proxy, "/ws?refuse=1"), headers=H)
+            assert refused.value.status == 502
+    finally:
+        await origin.close()
+
+
 SMUGGLING: list[tuple[str, bytes]] = [
     ("cl-and-te", b"POST /echo HTTP/1.1\r\nHost: site.test\r\nContent-Length: 4\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n"),
