@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -189,6 +190,66 @@ async def test_stalled_upload_is_408_after_read_s(origin: TestServer, make_proxy
     assert b"the request body stopped arriving" in resp
     assert waited < 2
     assert origin.app[SEEN] == []  # the origin's handler never got a complete body
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_large_bodies_stream_through_in_bounded_memory(
+    make_proxy: MakeProxy, fast_path: bool
+) -> None:
+    """64 MiB up and 64 MiB down through the aiohttp path (uploads always take it) with a
+    fraction of that allocated: the proxy holds chunks, not bodies."""
+    from aiohttp import web
+
+    mib = 64
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    async def sink(request: web.Request) -> web.Response:
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            digest.update(chunk)
+            size += len(chunk)
+        return web.json_response({"sha256": digest.hexdigest(), "length": size})
+
+    async def source(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = mib * len(block)
+        await resp.prepare(request)
+        for _ in range(mib):
+            await resp.write(block)
+        return resp
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(mib):
+            yield block
+
+    app = web.Application()
+    app.router.add_post("/sink", sink)
+    app.router.add_get("/source", source)
+    origin = TestServer(app, host="127.0.0.1")
+    await origin.start_server()
+    expected = hashlib.sha256()
+    for _ in range(mib):
+        expected.update(block)
+    try:
+        proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
+        tracemalloc.start()  # proxy, origin and client share this process
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(url(proxy, "/sink"), data=upload(), headers=H) as r:
+                    got = await r.json()
+                down, size = hashlib.sha256(), 0
+                async with s.get(url(proxy, "/source"), headers=H) as r:
+                    async for chunk in r.content.iter_chunked(1 << 16):
+                        down.update(chunk)
+                        size += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        await origin.close()
+    assert got == {"sha256": expected.hexdigest(), "length": mib * len(block)}
+    assert size == mib * len(block) and down.hexdigest() == expected.hexdigest()
+    assert peak < 24 << 20, peak  # a buffered body alone would be 64 MiB
 
 
 async def test_large_download_streams(origin: TestServer, make_proxy: MakeProxy) -> None:
