@@ -75,3 +75,18 @@ def test_strip_multipart_keeps_preamble_and_epilogue() -> None:
     out = strip("multipart/form-data; boundary=b", body, frozenset({"tok"}))
     assert out == (b"preamble\r\n--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n"
                    b"--b--\r\nepilogue")
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+], ids=["deep-array", "deep-object"])
+def test_deeply_nested_json_is_a_clear_error(body: bytes) -> None:
+    """Nesting past the parser's depth is a 400 with a reason, not a RecursionError (a 500)."""
+    with pytest.raises(BodyError, match="invalid JSON: maximum recursion depth"):
+        parse("application/json", body)
+
+
+def test_nested_json_values_are_scored_as_their_text() -> None:
+    fields = parse("application/json", b'{"a": {"b": ["x", 1]}, "c": ["p", "q"]}').fields
+    assert fields == {"a": '{"b": ["x", 1]}', "c": "p\nq"}
