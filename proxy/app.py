@@ -550,6 +550,7 @@ async def _relay(
 
 
 def _broke_off(site: Site, exc: BaseException) -> ProxyError:
+    """Log and count an origin that broke off its answer; the 502 page, if not too late."""
     log.warning("origin of %s broke off mid-body: %s", site.id, type(exc).__name__)
     metrics.UPSTREAM_ERRORS.labels(site.id, "body").inc()
     return ProxyError(502, BROKE_OFF)
@@ -564,7 +565,7 @@ async def _stream_rest(request: web.Request, site: Site, upstream: aiohttp.Clien
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Headers are gone already: the only honest signal left is to cut the connection, so
         # the visitor sees a truncated body instead of a complete-looking wrong one.
-        _broke_off(site, exc)
+        _broke_off(site, exc)  # logged and counted; its 502 is too late here
         if request.transport is not None:
             request.transport.abort()
         return resp
