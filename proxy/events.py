@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -33,6 +34,19 @@ from proxy import metrics
 
 log = logging.getLogger("activelead.proxy.events")
 event_log = logging.getLogger("activelead.events")
+
+
+def log_events_to_stdout() -> None:
+    """Standalone event lines go to stdout bare, one JSON object per line, for log shippers,
+    whatever the host process does with its other logging (mitmdump -q silences INFO)."""
+    if any(getattr(h, "activelead_events", False) for h in event_log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.activelead_events = True  # type: ignore[attr-defined]
+    event_log.addHandler(handler)
+    event_log.propagate = False
+    event_log.setLevel(logging.INFO)
 
 
 class LogReporter:

@@ -8,9 +8,12 @@ lives here. mitmproxy buffers bodies itself, so `read_body` only enforces the li
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +23,7 @@ from mitmproxy import ctx, http
 
 from activelead.clientip import ClientIpResolver
 from proxy import render
-from proxy.events import LogReporter, Spool, SpoolReporter
+from proxy.events import LogReporter, Spool, SpoolReporter, log_events_to_stdout
 from proxy.forward import forward_pairs
 from proxy.settings import ProxySettings, Site, compile_sites, load_settings
 from proxy.stages import Stage, build_pipeline, run_pipeline
@@ -94,6 +97,7 @@ class ActiveleadMitm:
                 max_backoff_s=link.max_backoff_s,
             )
         else:
+            log_events_to_stdout()  # mitmdump -q would swallow them
             self.reporter = LogReporter()
         await self.reporter.start()
         engine = Engine.from_config(self.settings.scoring)
@@ -219,9 +223,25 @@ def mitmdump_command(
 def run_mitmdump(
     *, config: str | None, site: str | None, host: str, port: int, extra: list[str] | None = None
 ) -> int:
-    """Run mitmdump with the addon until it exits; returns its exit code."""
+    """Run mitmdump with the addon until it exits; returns its exit code. Signals sent to this
+    process (a service manager's SIGTERM) are passed on, and mitmdump is told to stop if this
+    process dies without one: it must never outlive us holding the port."""
     cmd = mitmdump_command(config=config, site=site, host=host, port=port, extra=extra)
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.call(cmd, env=env)
+    child = subprocess.Popen(cmd, env=env, preexec_fn=_stop_with_parent)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    return child.wait()
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)

@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from aiohttp import web
 from activelead.workers import multiprocess_metrics, supervise
 from proxy.admin import create_admin_app
 from proxy.app import ROUTING, create_app
+from proxy.events import log_events_to_stdout
 from proxy.fastpath import FastPath
 from proxy.protocol import ProxyRunner
 from proxy.settings import ProxySettings, load_settings
@@ -159,20 +159,10 @@ def _worker_main(
     config: str | None, overrides: dict[str, Any], worker: int, engine: Engine | None = None
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _quiet_event_log()
+    log_events_to_stdout()
     settings = load_settings(config, **overrides)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve(settings, worker=worker, admin=worker == 0, engine=engine))
-
-
-def _quiet_event_log() -> None:
-    # Standalone event lines go to stdout bare, one JSON object per line, for log shippers.
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    events = logging.getLogger("activelead.events")
-    events.addHandler(handler)
-    events.propagate = False
-    events.setLevel(logging.INFO)
 
 
 def run_workers(config: str | None, overrides: dict[str, Any]) -> int:
