@@ -8,7 +8,7 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,17 @@ async def origin() -> Any:
     await server.start_server()
     yield server
     await server.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[TestServer]:
+    """A test's own origin on 127.0.0.1, stopped when the block ends."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 def site_config(origin_url: str, **overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from tests.proxy.conftest import SEEN, MakeProxy, echoed, header_values, site_config
+from tests.proxy.conftest import SEEN, MakeProxy, echoed, header_values, serving, site_config
 from tests.proxy.rawhttp import exchange, status_of
 
 H = {"Host": "site.test"}
@@ -225,12 +225,10 @@ async def test_large_bodies_stream_through_in_bounded_memory(
     app = web.Application()
     app.router.add_post("/sink", sink)
     app.router.add_get("/source", source)
-    origin = TestServer(app, host="127.0.0.1")
-    await origin.start_server()
     expected = hashlib.sha256()
     for _ in range(mib):
         expected.update(block)
-    try:
+    async with serving(app) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
         tracemalloc.start()  # proxy, origin and client share this process
         try:
@@ -245,8 +243,6 @@ async def test_large_bodies_stream_through_in_bounded_memory(
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    finally:
-        await origin.close()
     assert got == {"sha256": expected.hexdigest(), "length": mib * len(block)}
     assert size == mib * len(block) and down.hexdigest() == expected.hexdigest()
     assert peak < 24 << 20, peak  # a buffered body alone would be 64 MiB
@@ -385,9 +381,7 @@ async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy)
 
     app = web.Application()
     app.router.add_get("/ws", ws)
-    origin = TestServer(app, host="127.0.0.1")
-    await origin.start_server()
-    try:
+    async with serving(app) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))])
         async with aiohttp.ClientSession() as s:
             async with s.ws_connect(url(proxy, "/ws"), headers=H) as sock:
@@ -404,8 +398,6 @@ async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy)
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await s.ws_connect(url(proxy, "/ws?refuse=1"), headers=H)
             assert refused.value.status == 502
-    finally:
-        await origin.close()
 
 
 SMUGGLING: list[tuple[str, bytes]] = [

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from proxy import render
 from proxy.settings import ProxySettings, compile_sites, default_honeypot_name
 from proxy.tokens import TOKEN_FIELD, TokenSigner
-from tests.proxy.conftest import PAGE, MakeProxy, site_config
+from tests.proxy.conftest import PAGE, MakeProxy, serving, site_config
 
 HP = default_honeypot_name("shop")
 H = {"Host": "site.test"}
@@ -158,9 +158,7 @@ async def test_compressed_bomb_from_the_origin_is_passed_on_unchanged(
 
     app = web.Application()
     app.router.add_get("/bomb", page)
-    origin = TestServer(app, host="127.0.0.1")
-    await origin.start_server()
-    try:
+    async with serving(app) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
         tracemalloc.start()  # proxy, origin and client share this process
         try:
@@ -168,8 +166,6 @@ async def test_compressed_bomb_from_the_origin_is_passed_on_unchanged(
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    finally:
-        await origin.close()
     assert peak < 32 << 20  # inflating it whole to look for forms took 256 MiB
     assert status == 200
     assert headers["Content-Encoding"] == "gzip"
@@ -214,14 +210,10 @@ async def test_streaming_html_is_not_held(
     make_proxy: MakeProxy, fast_path: bool, headers: dict[str, str], hold_s: float,
     passed_on_within_s: float,
 ) -> None:
-    origin = TestServer(_streaming_origin(12, 0.25, **headers), host="127.0.0.1")
-    await origin.start_server()
-    try:
+    async with serving(_streaming_origin(12, 0.25, **headers)) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")),
                                               render={"max_hold_s": hold_s})], fast_path=fast_path)
         took, body = await _first_bytes_after(proxy)
-    finally:
-        await origin.close()
     assert took < passed_on_within_s  # the whole page takes 3 s
     assert body.endswith(b"<p>line 11</p>")
     assert TOKEN_FIELD.encode() not in body  # passed on as sent
@@ -231,14 +223,10 @@ async def test_streaming_html_is_not_held(
 async def test_a_page_that_arrives_within_max_hold_s_is_rendered(
     make_proxy: MakeProxy, fast_path: bool
 ) -> None:
-    origin = TestServer(_streaming_origin(3, 0.2), host="127.0.0.1")
-    await origin.start_server()
-    try:
+    async with serving(_streaming_origin(3, 0.2)) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")),
                                               render={"max_hold_s": 5})], fast_path=fast_path)
         took, body = await _first_bytes_after(proxy)
-    finally:
-        await origin.close()
     assert took > 0.5  # held until the end
     assert body.count(TOKEN_FIELD.encode()) == 1
 
@@ -260,13 +248,9 @@ async def test_a_page_cut_off_while_held_is_an_honest_502(
 
     app = web.Application()
     app.router.add_get("/cut", page)
-    origin = TestServer(app, host="127.0.0.1")
-    await origin.start_server()
-    try:
+    async with serving(app) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
         status, _, body = await get(proxy, "/cut")
-    finally:
-        await origin.close()
     assert status == 502
     assert b"broke off its answer" in body
 

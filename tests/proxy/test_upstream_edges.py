@@ -204,13 +204,17 @@ async def test_get_on_a_dropped_pooled_connection_is_retried_once_on_a_new_one(
 # --- 2. pooling -----------------------------------------------------------------------------
 
 
-async def _keep_alive(
-    origin: RawOrigin, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    while True:
-        await origin.request(conn, reader)
-        writer.write(OK)
-        await writer.drain()
+def answering(answer: bytes) -> Handler:
+    """A keep-alive origin giving every request on a connection the same `answer`."""
+
+    async def handler(origin: RawOrigin, conn: int, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        while True:
+            await origin.request(conn, reader)
+            writer.write(answer)
+            await writer.drain()
+
+    return handler
 
 
 async def test_sequential_requests_share_one_origin_connection(
@@ -218,7 +222,7 @@ async def test_sequential_requests_share_one_origin_connection(
 ) -> None:
     """Each visitor on its own connection, yet both paths reuse one kept-alive origin
     connection each instead of connecting per request."""
-    origin = await raw_origin(_keep_alive)
+    origin = await raw_origin(answering(OK))
     proxy = await make_proxy([site_config(origin.url)])
     for n in range(5):
         assert await visit(proxy.port, "GET", f"/get?n={n}") == (200, b"ok")
@@ -277,22 +281,13 @@ HOP_ANSWER = (b"HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret:
               b"Content-Length: 5\r\n\r\nhello")
 
 
-async def _hop_by_hop(
-    origin: RawOrigin, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    while True:
-        await origin.request(conn, reader)
-        writer.write(HOP_ANSWER)
-        await writer.drain()
-
-
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_hop_by_hop_response_headers_do_not_reach_the_visitor(
     raw_origin: Callable[[Handler], Awaitable[RawOrigin]], make_proxy: MakeProxy, method: str
 ) -> None:
     """They describe the origin-to-proxy hop (and `Connection` names more of them): passing
     them on would leak X-Secret and mislead the visitor's client about its own connection."""
-    origin = await raw_origin(_hop_by_hop)
+    origin = await raw_origin(answering(HOP_ANSWER))
     proxy = await make_proxy([site_config(origin.url)])
     body = b"a=1" if method == "POST" else b""
     resp = await exchange(proxy.port, raw_request(method, "/hop", body))
