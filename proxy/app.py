@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -182,9 +181,8 @@ async def _reporter_ctx(app: web.Application) -> AsyncIterator[None]:
         worker = app[ROUTING].worker
         spool = Spool(root / f"w{worker}", link.batch_max_events)
         if worker == 0:
-            workers = pc.workers or os.cpu_count() or 1
             orphans = [d for d in root.glob("w*") if d.name[1:].isdigit()
-                       and int(d.name[1:]) >= workers]
+                       and int(d.name[1:]) >= pc.worker_count]
             if spool.adopt(orphans):
                 log.info("adopted spooled events of %d retired worker(s)", len(orphans))
         reporter = SpoolReporter(

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -168,7 +167,7 @@ def _worker_main(
 def run_workers(config: str | None, overrides: dict[str, Any]) -> int:
     """Start the workers and wait; SIGTERM/SIGINT stop them all. Returns an exit code."""
     settings = load_settings(config, **overrides)  # fail here, once, on a bad config
-    workers = settings.proxy.workers or os.cpu_count() or 1
+    workers = settings.proxy.worker_count
     if workers == 1:
         _worker_main(config, overrides, 0)
         return 0

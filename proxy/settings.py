@@ -506,6 +506,11 @@ class ProxyConfig(_Strict):
     def _known_headers(cls, v: list[str]) -> list[str]:
         return check_headers(v)
 
+    @property
+    def worker_count(self) -> int:
+        """`workers`, with 0 resolved to one per CPU."""
+        return self.workers or os.cpu_count() or 1
+
 
 class RedisRef(BaseModel):
     """The shared top-level `redis:` section (only the url matters here)."""

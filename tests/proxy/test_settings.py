@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,8 @@ def test_cli_refuses_a_bad_config_with_the_key(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert f"{path}: proxy.port" in result.stderr
+
+
+def test_worker_count_resolves_zero_to_one_per_cpu() -> None:
+    assert ProxySettings().proxy.worker_count == (os.cpu_count() or 1)
+    assert ProxySettings(proxy={"workers": 3}).proxy.worker_count == 3
