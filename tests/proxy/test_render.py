@@ -255,6 +255,26 @@ async def test_a_page_cut_off_while_held_is_an_honest_502(
     assert b"broke off its answer" in body
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_corrupt_compressed_page_is_passed_on_as_sent(
+    make_proxy: MakeProxy, fast_path: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    corrupt = gzip.compress(b"<html><body><form method=post action=/contact></form>")[:-12]
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(body=corrupt, content_type="text/html",
+                            headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/corrupt", page)
+    async with serving(app) as origin:
+        proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
+        status, headers, body = await get(proxy, "/corrupt")
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert body == corrupt
+    assert any("left unprotected: cannot decode" in r.getMessage() for r in caplog.records)
+
+
 def test_inject_unit_cases() -> None:
     settings = ProxySettings(sites=[site_config("http://127.0.0.1:1")])
     site = compile_sites(settings)["site.test"]
