@@ -146,23 +146,28 @@ def test_decoding_reads_every_gzip_member_and_raw_deflate() -> None:
     assert render.decode(b"<p>plain</p>", "", 5) is None
 
 
+def _gzip_page_origin(body: bytes) -> web.Application:
+    """An origin answering GET /page with `body` as gzip-encoded HTML, whatever it holds."""
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/html",
+                            headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    return app
+
+
 @pytest.mark.parametrize("fast_path", [True, False])
 async def test_compressed_bomb_from_the_origin_is_passed_on_unchanged(
     make_proxy: MakeProxy, fast_path: bool
 ) -> None:
     bomb = _bomb("gzip", 256)  # 256 MiB decoded; max_html_bytes is 2 MiB
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(body=bomb, content_type="text/html",
-                            headers={"Content-Encoding": "gzip"})
-
-    app = web.Application()
-    app.router.add_get("/bomb", page)
-    async with serving(app) as origin:
+    async with serving(_gzip_page_origin(bomb)) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
         tracemalloc.start()  # proxy, origin and client share this process
         try:
-            status, headers, body = await get(proxy, "/bomb")
+            status, headers, body = await get(proxy, "/page")
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -260,16 +265,9 @@ async def test_a_corrupt_compressed_page_is_passed_on_as_sent(
     make_proxy: MakeProxy, fast_path: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     corrupt = gzip.compress(b"<html><body><form method=post action=/contact></form>")[:-12]
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(body=corrupt, content_type="text/html",
-                            headers={"Content-Encoding": "gzip"})
-
-    app = web.Application()
-    app.router.add_get("/corrupt", page)
-    async with serving(app) as origin:
+    async with serving(_gzip_page_origin(corrupt)) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))], fast_path=fast_path)
-        status, headers, body = await get(proxy, "/corrupt")
+        status, headers, body = await get(proxy, "/page")
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     assert body == corrupt
     assert any("left unprotected: cannot decode" in r.getMessage() for r in caplog.records)
