@@ -731,8 +731,10 @@ async def _websocket(request: web.Request, site: Site, client: Client) -> web.St
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=cfg.timeouts.connect_s),
         )
     except aiohttp.WSServerHandshakeError as exc:
-        raise ProxyError(
-            502, f"Bad Gateway: the site refused the websocket ({exc.status})."
+        if 400 <= exc.status < 600:  # the origin's own refusal (401, 403, 404...): its status
+            raise ProxyError(exc.status, f"The site refused the websocket ({exc.status}).") from None
+        raise ProxyError(  # it answered, but not as a websocket (a 200 page, a bad handshake)
+            502, f"Bad Gateway: the site did not accept the websocket ({exc.status})."
         ) from None
     except (aiohttp.ClientError, OSError, TimeoutError):
         raise ProxyError(502, BAD_GATEWAY) from None

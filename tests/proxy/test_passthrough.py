@@ -362,7 +362,8 @@ async def test_websocket_round_trip(origin: TestServer, make_proxy: MakeProxy) -
 
 
 async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy) -> None:
-    """Either side's close code reaches the other; an origin refusing the upgrade is a 502."""
+    """Either side's close code reaches the other; an origin's refusal keeps its status, an
+    answer that is no websocket is a 502."""
     from aiohttp import web
 
     closed_by_visitor: list[int | None] = []
@@ -379,8 +380,12 @@ async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy)
             closed_by_visitor.append(sock.close_code)
         return sock
 
+    async def plain(_: web.Request) -> web.Response:
+        return web.Response(text="not a websocket")
+
     app = web.Application()
     app.router.add_get("/ws", ws)
+    app.router.add_get("/plain", plain)
     async with serving(app) as origin:
         proxy = await make_proxy([site_config(str(origin.make_url("")))])
         async with aiohttp.ClientSession() as s:
@@ -397,7 +402,10 @@ async def test_websocket_closes_and_refusals_pass_through(make_proxy: MakeProxy)
             assert closed_by_visitor == [4002]
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await s.ws_connect(url(proxy, "/ws?refuse=1"), headers=H)
-            assert refused.value.status == 502
+            assert refused.value.status == 403  # the origin's refusal, as it gave it
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await s.ws_connect(url(proxy, "/plain"), headers=H)
+            assert refused.value.status == 502  # a page, not a websocket
 
 
 SMUGGLING: list[tuple[str, bytes]] = [
