@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -27,18 +26,20 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin import create_admin_app
-from proxy.settings import default_honeypot_name
-from proxy.tokens import TOKEN_FIELD, TokenSigner
-from tests.proxy.conftest import SEEN, MakeProxy, RunningProxy, echoed, header_values, site_config
+from tests.proxy.conftest import (
+    SEEN,
+    MakeProxy,
+    RunningProxy,
+    echoed,
+    header_values,
+    serving,
+    site_config,
+)
 from tests.proxy.controlplane import wait_port
 from tests.proxy.test_events import link, spooled, wait_for
+from tests.proxy.test_forms import BROWSER, SECRET, good_form
 from tests.services import ROOT, RedisServer, free_port
 
-SECRET = "test-secret-0123456789"  # make_proxy's render_secret
-UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-      "Chrome/126.0.0.0 Safari/537.36")
-BROWSER = {"Host": "site.test", "User-Agent": UA, "Accept": "text/html",
-           "Accept-Language": "en-GB,en;q=0.9", "X-Forwarded-For": "81.2.69.160"}
 SPAM = "email=bot%40mailinator.com&message=hi"  # disposable address, no render token: blocked
 CLEAN = "email=jane.doe%40example.org&message=Hello%2C+a+quote+for+3+chairs+please."
 NO_STORE = "no-store, private"
@@ -46,16 +47,6 @@ Snapshot = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def good_form(site: str = "shop") -> str:
-    """A clean post to /contact with a fresh, valid render token (each one single use)."""
-    hp = default_honeypot_name(site)
-    tok = TokenSigner(SECRET, [], 7200).sign(site, "/contact", hp,
-                                             now_ms=int(time.time() * 1000) - 9000)
-    fields = {"email": "jane.doe@example.org", "message": "Hello, a quote for 3 chairs please.",
-              TOKEN_FIELD: tok, hp: ""}
-    return "&".join(f"{quote(k)}={quote(v)}" for k, v in fields.items())
 
 
 async def post(
@@ -81,17 +72,12 @@ async def get(port: int, path: str) -> int:
 @pytest.fixture
 async def admin_of() -> AsyncIterator[Any]:
     """The admin app (health, metrics) of a running proxy, on its own 127.0.0.1 port."""
-    servers: list[TestServer] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(proxy: RunningProxy) -> TestServer:
-        server = TestServer(create_admin_app(proxy.app), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
+        async def start(proxy: RunningProxy) -> TestServer:
+            return await stack.enter_async_context(serving(create_admin_app(proxy.app)))
 
-    yield start
-    for server in servers:
-        await server.close()
+        yield start
 
 
 async def scrape(admin: TestServer) -> Snapshot:

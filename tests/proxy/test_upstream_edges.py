@@ -9,6 +9,7 @@ servers, so each test controls the bytes on the wire and sees every connection a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -97,17 +98,15 @@ class RawOrigin:
 
 @pytest.fixture
 async def raw_origin() -> AsyncIterator[Callable[[Handler], Awaitable[RawOrigin]]]:
-    origins: list[RawOrigin] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(handler: Handler) -> RawOrigin:
-        origin = RawOrigin(handler)
-        await origin.start()
-        origins.append(origin)
-        return origin
+        async def start(handler: Handler) -> RawOrigin:
+            origin = RawOrigin(handler)
+            await origin.start()
+            stack.push_async_callback(origin.close)
+            return origin
 
-    yield start
-    for origin in origins:
-        await origin.close()
+        yield start
 
 
 async def visit(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
