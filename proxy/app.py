@@ -78,16 +78,17 @@ BODY_STALLED = "Request Timeout: the request body stopped arriving."
 class ProxyError(Exception):
     """A request the proxy answers itself with a small plain page (4xx/5xx)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, spent: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.spent = spent  # the rest of the request body is unread: no keep-alive after this
 
     def response(self) -> web.Response:
         resp = web.Response(status=self.status, text=self.message + "\n", content_type="text/plain")
         resp.headers["Cache-Control"] = NO_STORE
-        if self.status == 408:
-            resp.force_close()  # the rest of the body is unread; the connection is spent
+        if self.spent:
+            resp.force_close()
         return resp
 
 
@@ -494,7 +495,7 @@ async def _forward(
             raise _too_large(site.max_body_bytes) from None
         if limited is not None and limited.waiting_for_visitor:
             log.info("visitor's body stalled: %s %s %s", site.id, request.method, request.path)
-            raise ProxyError(408, BODY_STALLED) from None
+            raise ProxyError(408, BODY_STALLED, spent=True) from None
         metrics.UPSTREAM_ERRORS.labels(site.id, "timeout").inc()
         log.warning("origin of %s timed out: %s %s", site.id, request.method, request.path)
         raise ProxyError(504, GATEWAY_TIMEOUT) from None
